@@ -1,0 +1,53 @@
+"""The internal repartition topic: bundles of valid events, all bound for one partition.
+
+The router reads the input topics, whose keys and partition counts are not ours
+to trust, and re-partitions every event by customer_id. Sending one record per
+target partition per batch, rather than one per event, amortises Faust's
+per-record cost on the stateful side: the engine agent handles a bundle of
+events per stream iteration and writes each customer's state once per bundle.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from processor.engine import Event
+
+BUNDLE_VERSION = 1
+
+
+def _event_document(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "customer_id": event.customer_id,
+        "source": event.source,
+        "topic": event.topic,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "properties": event.properties,
+    }
+
+
+def encode_bundle(events: list[Event]) -> bytes:
+    return orjson.dumps({"v": BUNDLE_VERSION, "events": [_event_document(e) for e in events]})
+
+
+def decode_bundle(raw: bytes) -> list[Event]:
+    doc = orjson.loads(raw)
+    if doc.get("v") != BUNDLE_VERSION:
+        raise ValueError(f"unknown bundle version {doc.get('v')!r}")
+    return [
+        Event(
+            event_id=e["event_id"],
+            customer_id=e["customer_id"],
+            source=e["source"],
+            topic=e["topic"],
+            type=e["type"],
+            occurred_at=datetime.fromisoformat(e["occurred_at"]),
+            properties=e["properties"],
+        )
+        for e in doc["events"]
+    ]

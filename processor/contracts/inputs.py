@@ -1,0 +1,115 @@
+"""Decoding input records: exactly what ``schemas/input.*.v1.json`` accept becomes an Event.
+
+Anything else becomes a :class:`Rejection` with a short reason code, which the
+shell dead-letters. Decoding never raises on bad bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from processor.engine import Event, Source
+
+RejectReason = Literal[
+    "not_utf8",
+    "not_json",
+    "not_an_object",
+    "missing_field",
+    "invalid_field",
+    "invalid_timestamp",
+]
+"""Why a record was dead-lettered at decoding. ``processing_error`` is the shell's own."""
+
+REJECT_REASONS: tuple[str, ...] = (
+    "not_utf8",
+    "not_json",
+    "not_an_object",
+    "missing_field",
+    "invalid_field",
+    "invalid_timestamp",
+    "processing_error",
+)
+
+RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+"""RFC 3339 date-time with a mandatory offset; the input schemas carry the same pattern."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An RFC 3339 timestamp with offset, as an aware UTC datetime; None if it is not one.
+
+    Fractions beyond microseconds are truncated: Python's datetime holds no more.
+    """
+    match = RFC3339.match(text)
+    if match is None:
+        return None
+    fraction = (match.group(7) or "")[:7]
+    offset = match.group(8)
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    iso = f"{text[:10]}T{text[11:19]}{fraction}{offset}"
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def decode_event(raw: bytes | None, source: Source, topic: str) -> Event | Rejection:
+    """Decode one input record value from ``topic`` (a ``source`` topic)."""
+    if raw is None:
+        return Rejection("not_json", "the record has no value (a tombstone)")
+    try:
+        doc: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = str(exc)
+        if "UTF-8" in message or "utf-8" in message:
+            return Rejection("not_utf8", message)
+        return Rejection("not_json", message)
+    if not isinstance(doc, dict):
+        return Rejection("not_an_object", f"the value is a JSON {type(doc).__name__}")
+    return decode_document(doc, source, topic)
+
+
+def decode_document(doc: dict[str, Any], source: Source, topic: str) -> Event | Rejection:
+    for name in ("event_id", "customer_id", "type", "occurred_at"):
+        if name not in doc:
+            return Rejection("missing_field", f"{name} is missing")
+    event_id = doc["event_id"]
+    customer_id = doc["customer_id"]
+    event_type = doc["type"]
+    occurred = doc["occurred_at"]
+    for name, value in (("event_id", event_id), ("customer_id", customer_id)):
+        if not isinstance(value, str) or not value:
+            return Rejection("invalid_field", f"{name} must be a non-empty string")
+    if not isinstance(event_type, str):
+        return Rejection("invalid_field", "type must be a string")
+    if not isinstance(occurred, str):
+        return Rejection("invalid_timestamp", "occurred_at must be an RFC 3339 string")
+    occurred_at = parse_timestamp(occurred)
+    if occurred_at is None:
+        return Rejection(
+            "invalid_timestamp", f"occurred_at {occurred[:64]!r} is not RFC 3339 with an offset"
+        )
+    properties = doc.get("properties", {})
+    if not isinstance(properties, dict):
+        return Rejection("invalid_field", "properties must be an object")
+    return Event(
+        event_id=event_id,
+        customer_id=customer_id,
+        source=source,
+        topic=topic,
+        type=event_type,
+        occurred_at=occurred_at,
+        properties=properties,
+    )

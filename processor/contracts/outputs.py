@@ -1,0 +1,116 @@
+"""Encoding of what the processor publishes: stage changes and dead letters.
+
+Encodings are deterministic: the same StageChange always gives the same bytes
+and headers, which is what makes a re-emission after a crash a harmless,
+dedupable repeat. Versioned contracts live in ``schemas/``.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from processor.engine import StageChange
+
+STAGE_CHANGED_TYPE = "io.journey-processor.stage_changed.v1"
+"""CloudEvents ``type`` of a stage change. A breaking change means a new ``.vN``."""
+
+Headers = list[tuple[str, bytes]]
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, ``Z`` suffix, microseconds only when there are any."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def stage_change_document(change: StageChange) -> dict[str, Any]:
+    return {
+        "id": change.id,
+        "customer_id": change.customer_id,
+        "cycle": change.cycle,
+        "sequence": change.sequence,
+        "from_stage": change.from_stage,
+        "to_stage": change.to_stage,
+        "changed_at": rfc3339(change.changed_at),
+        "previous_stage_entered_at": (
+            None
+            if change.previous_stage_entered_at is None
+            else rfc3339(change.previous_stage_entered_at)
+        ),
+        "trigger": {
+            "event_id": change.trigger.event_id,
+            "topic": change.trigger.topic,
+            "type": change.trigger.type,
+        },
+        "model": {"name": change.model_name, "version": change.model_version},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A ready-to-send Kafka record."""
+
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+def encode_stage_change(change: StageChange, source: str) -> Record:
+    """The stage-change record: JSON value plus CloudEvents 1.0 binary-mode headers.
+
+    ``source`` is the CloudEvents source (a URI reference naming this processor).
+    """
+    document = stage_change_document(change)
+    headers: Headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", document["id"].encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", STAGE_CHANGED_TYPE.encode()),
+        ("ce_time", document["changed_at"].encode()),
+        ("ce_subject", change.customer_id.encode()),
+        ("content-type", b"application/json"),
+    ]
+    return Record(change.customer_id.encode(), orjson.dumps(document), headers)
+
+
+def encode_dead_letter(
+    *,
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    payload: bytes | None,
+) -> Record:
+    """A dead letter keeps the original key and bytes so the record can be restored exactly."""
+    encoding = "utf-8"
+    text: str | None = None
+    if payload is not None:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            encoding = "base64"
+            text = base64.b64encode(payload).decode("ascii")
+    document = {
+        "reason": reason,
+        "detail": detail,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "payload": text,
+        "payload_encoding": encoding,
+    }
+    return Record(key, orjson.dumps(document), [("content-type", b"application/json")])
+
+
+def restore_payload(dead_letter: dict[str, Any]) -> bytes | None:
+    """The original record value of a dead letter, byte for byte."""
+    payload = dead_letter["payload"]
+    if payload is None:
+        return None
+    if dead_letter["payload_encoding"] == "base64":
+        return base64.b64decode(payload)
+    return str(payload).encode("utf-8")

@@ -1,0 +1,134 @@
+"""The table formats: customer state and sealed dedupe chunks, as stored in the changelogs.
+
+The changelog outlives any one release, so the format carries a version (``v``)
+and stays compact: it is written once per customer per bundle.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from processor.engine import CustomerState, StageChange, SupportContact, TriggerRef
+
+STATE_VERSION = 1
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _change_row(change: StageChange) -> list[Any]:
+    t = change.trigger
+    return [
+        change.cycle,
+        change.sequence,
+        change.from_stage,
+        change.to_stage,
+        change.changed_at,
+        change.previous_stage_entered_at,
+        t.event_id,
+        t.topic,
+        t.type,
+        change.model_name,
+        change.model_version,
+        change.caused_by,
+    ]
+
+
+def _change_from_row(customer_id: str, row: list[Any]) -> StageChange:
+    (
+        cycle,
+        sequence,
+        from_stage,
+        to_stage,
+        changed_at,
+        prev,
+        event_id,
+        topic,
+        etype,
+        mn,
+        mv,
+        by,
+    ) = row
+    return StageChange(
+        customer_id=customer_id,
+        cycle=cycle,
+        sequence=sequence,
+        from_stage=from_stage,
+        to_stage=to_stage,
+        changed_at=datetime.fromisoformat(changed_at),
+        previous_stage_entered_at=_time(prev),
+        trigger=TriggerRef(event_id, topic, etype),
+        model_name=mn,
+        model_version=mv,
+        caused_by=by,
+    )
+
+
+def encode_state(state: CustomerState) -> bytes:
+    support = state.last_support
+    return orjson.dumps(
+        {
+            "v": STATE_VERSION,
+            "customer_id": state.customer_id,
+            "cycle": state.cycle,
+            "stage": state.stage,
+            "stage_entered_at": state.stage_entered_at,
+            "sequence": state.sequence,
+            "purchase_at": state.purchase_at,
+            "last_event_at": state.last_event_at,
+            "applied_count": state.applied_count,
+            "recent_event_ids": state.recent_event_ids,
+            "recent_changes": [_change_row(c) for c in state.recent_changes],
+            "last_support": None
+            if support is None
+            else [
+                support.event_id,
+                support.topic,
+                support.type,
+                support.occurred_at,
+                support.after_purchase,
+            ],
+        }
+    )
+
+
+def decode_state(raw: bytes) -> CustomerState:
+    doc = orjson.loads(raw)
+    if doc.get("v") != STATE_VERSION:
+        raise ValueError(f"unknown customer state version {doc.get('v')!r}")
+    customer_id = doc["customer_id"]
+    support = doc["last_support"]
+    return CustomerState(
+        customer_id=customer_id,
+        cycle=doc["cycle"],
+        stage=doc["stage"],
+        stage_entered_at=datetime.fromisoformat(doc["stage_entered_at"]),
+        sequence=doc["sequence"],
+        purchase_at=_time(doc["purchase_at"]),
+        last_event_at=datetime.fromisoformat(doc["last_event_at"]),
+        applied_count=doc["applied_count"],
+        recent_event_ids=tuple(doc["recent_event_ids"]),
+        recent_changes=tuple(_change_from_row(customer_id, r) for r in doc["recent_changes"]),
+        last_support=None
+        if support is None
+        else SupportContact(
+            support[0], support[1], support[2], datetime.fromisoformat(support[3]), support[4]
+        ),
+    )
+
+
+def encode_chunk(event_ids: tuple[str, ...]) -> bytes:
+    return orjson.dumps(event_ids)
+
+
+def decode_chunk(raw: bytes) -> frozenset[str]:
+    return frozenset(orjson.loads(raw))
+
+
+def chunk_key(customer_id: str, index: int) -> bytes:
+    """Table key of a sealed dedupe chunk; ``\\x1f`` cannot be confused with a customer id end."""
+    return f"{customer_id}\x1f{index}".encode()

@@ -1,0 +1,326 @@
+"""The stage engine: a pure function from (state, event, model) to (state, outputs).
+
+Nothing here does I/O or imports faust or aiokafka, so every rule of the buying
+process is tested in microseconds and the Faust shell stays a thin loop around
+:func:`apply`.
+
+The rules (see the README for the diagram):
+
+1. A customer's first applied evidence creates its state at that stage, cycle 1,
+   and emits a stage change from ``None``.
+2. Within a cycle stages only move forward. Evidence for a later stage moves the
+   customer straight there (one change, old stage to new); evidence for the same
+   or an earlier stage changes nothing.
+3. A customer at or past the purchase stage starts a new cycle when (a) another
+   order completes (to purchase), or (b) pre-purchase evidence occurred more than
+   ``new_cycle_after`` after the cycle's purchase (to that evidence's stage).
+4. An event id already applied for the customer changes nothing. Its stage
+   changes are re-emitted, identical, so that a crash between writing state and
+   sending output never loses a change (at-least-once, effectively-once).
+
+Event time decides, never arrival order: support evidence is placed before or
+after the purchase by ``occurred_at``, and the latest support contact is kept so
+that a purchase arriving after a later support contact still ends in
+post-purchase. Within one cycle the final stage is therefore independent of the
+order in which events arrive.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+from processor.engine.model import FixedEvidence, JourneyModel, Source, Stage
+
+DEDUPE_CHUNK = 32
+"""Event ids are remembered in chunks of this many; the open chunk lives in the state."""
+
+DEDUPE_KEEP_CHUNKS = 32
+"""Sealed chunks kept per customer: 32 x 32 = 1,024, so at least the last 1,000 events."""
+
+RECENT_CHANGES = 8
+"""Stage changes kept in the state, for re-emission on replay and for queries."""
+
+STAGE_CHANGE_NAMESPACE = uuid.UUID("5f0b7c1e-3f1a-5d7e-9a53-6a6f75726e79")
+"""Namespace of the deterministic (UUIDv5) stage-change ids. Never change it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One valid input event, decoded from any of the three input topics."""
+
+    event_id: str
+    customer_id: str
+    source: Source
+    topic: str
+    type: str
+    occurred_at: datetime
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRef:
+    """The event that caused a stage change."""
+
+    event_id: str
+    topic: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class StageChange:
+    """A customer moved from one stage to another; the unit of output."""
+
+    customer_id: str
+    cycle: int
+    sequence: int
+    from_stage: Stage | None
+    to_stage: Stage
+    changed_at: datetime
+    previous_stage_entered_at: datetime | None
+    trigger: TriggerRef
+    model_name: str
+    model_version: str
+    caused_by: str
+    """The applied event that produced this change; usually the trigger, but a purchase can
+    also produce a post-purchase change triggered by an earlier support contact."""
+
+    @property
+    def id(self) -> str:
+        """Deterministic from customer and sequence, so consumers can dedupe on it."""
+        return stage_change_id(self.customer_id, self.sequence)
+
+
+def stage_change_id(customer_id: str, sequence: int) -> str:
+    return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, f"{customer_id}\n{sequence}"))
+
+
+@dataclass(frozen=True, slots=True)
+class SupportContact:
+    """The latest support contact seen, kept to place it relative to a later-arriving purchase."""
+
+    event_id: str
+    topic: str
+    type: str
+    occurred_at: datetime
+    after_purchase: Stage
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSealed:
+    """The open dedupe chunk is full: the shell stores it under ``index`` and drops older ones."""
+
+    customer_id: str
+    index: int
+    event_ids: tuple[str, ...]
+
+    @property
+    def expired_index(self) -> int:
+        """The chunk that falls out of the dedupe window when this one is sealed (may be < 0)."""
+        return self.index - DEDUPE_KEEP_CHUNKS
+
+
+Output = StageChange | ChunkSealed
+Outcome = Literal["applied", "duplicate", "ignored"]
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    """Everything the engine remembers about one customer. Bounded in size."""
+
+    customer_id: str
+    cycle: int
+    stage: Stage
+    stage_entered_at: datetime
+    sequence: int
+    purchase_at: datetime | None
+    last_event_at: datetime
+    applied_count: int
+    recent_event_ids: tuple[str, ...] = ()
+    recent_changes: tuple[StageChange, ...] = ()
+    last_support: SupportContact | None = None
+
+    @property
+    def sealed_chunks(self) -> range:
+        """Indexes of the sealed dedupe chunks that are still inside the window."""
+        sealed = self.applied_count // DEDUPE_CHUNK
+        return range(max(0, sealed - DEDUPE_KEEP_CHUNKS), sealed)
+
+
+class Step(NamedTuple):
+    """What one event did: the new state, what to send or store, and how it counts."""
+
+    state: CustomerState | None
+    outputs: tuple[Output, ...]
+    outcome: Outcome
+
+
+def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Step:
+    """Apply one event to one customer's state.
+
+    ``state`` must belong to ``event.customer_id`` (or be None for an unknown
+    customer). Duplicates are recognised within the open dedupe chunk held in the
+    state; the shell checks the sealed chunks and calls :func:`replay` for those.
+    """
+    evidence = model.evidence_for(event.source, event.type)
+    if evidence is None:
+        return Step(state, (), "ignored")
+    if state is not None and event.event_id in state.recent_event_ids:
+        return replay(state, event.event_id)
+
+    support: SupportContact | None = None
+    if isinstance(evidence, FixedEvidence):
+        target = evidence.stage
+    else:
+        support = SupportContact(
+            event.event_id, event.topic, event.type, event.occurred_at, evidence.after_purchase
+        )
+        purchase_at = state.purchase_at if state is not None else None
+        after = purchase_at is not None and event.occurred_at >= purchase_at
+        target = evidence.after_purchase if after else evidence.before_purchase
+
+    trigger = TriggerRef(event.event_id, event.topic, event.type)
+    if state is None:
+        fresh = CustomerState(
+            customer_id=event.customer_id,
+            cycle=1,
+            stage=target,
+            stage_entered_at=event.occurred_at,
+            sequence=0,
+            purchase_at=event.occurred_at if target == model.purchase_stage else None,
+            last_event_at=event.occurred_at,
+            applied_count=0,
+            last_support=support,
+        )
+        fresh, first = _move(fresh, target, event.occurred_at, trigger, model, cycle=1)
+        return _remember(fresh, event, (first,))
+
+    moved, changes = _transition(state, event, target, trigger, model, support is None)
+    if support is not None and (
+        moved.last_support is None or support.occurred_at > moved.last_support.occurred_at
+    ):
+        moved = replace(moved, last_support=support)
+    if changes and changes[-1].to_stage == model.purchase_stage:
+        moved, changes = _after_purchase(moved, model, changes)
+    if event.occurred_at > moved.last_event_at:
+        moved = replace(moved, last_event_at=event.occurred_at)
+    return _remember(moved, event, changes)
+
+
+def replay(state: CustomerState, event_id: str) -> Step:
+    """A duplicate: change nothing, and re-emit the stage changes this event caused."""
+    again = tuple(c for c in state.recent_changes if c.caused_by == event_id)
+    return Step(state, again, "duplicate")
+
+
+def _transition(
+    state: CustomerState,
+    event: Event,
+    target: Stage,
+    trigger: TriggerRef,
+    model: JourneyModel,
+    may_start_cycle: bool,
+) -> tuple[CustomerState, tuple[StageChange, ...]]:
+    """Rules 2 and 3: move forward, start a new cycle, or change nothing.
+
+    Only fixed (clickstream and research) evidence may start a cycle by rule 3b: a
+    support contact before the purchase is part of that purchase's evaluation.
+    """
+    rank = model.rank
+    at = event.occurred_at
+    past_purchase = rank[state.stage] >= model.purchase_rank
+    if target == model.purchase_stage:
+        cycle = state.cycle + 1 if past_purchase else state.cycle
+        moved, change = _move(state, target, at, trigger, model, cycle=cycle)
+        return replace(moved, purchase_at=at), (change,)
+    if past_purchase and rank[target] < model.purchase_rank:
+        anchor = state.purchase_at or state.stage_entered_at
+        if not may_start_cycle or at <= anchor + model.new_cycle_after:
+            return state, ()
+        moved, change = _move(state, target, at, trigger, model, cycle=state.cycle + 1)
+        return replace(moved, purchase_at=None), (change,)
+    if rank[target] > rank[state.stage]:
+        moved, change = _move(state, target, at, trigger, model, cycle=state.cycle)
+        return moved, (change,)
+    return state, ()
+
+
+def _after_purchase(
+    state: CustomerState, model: JourneyModel, changes: tuple[StageChange, ...]
+) -> tuple[CustomerState, tuple[StageChange, ...]]:
+    """A purchase that a support contact already postdates goes on to post-purchase.
+
+    Support contacts arriving before the order they follow were placed before the
+    purchase; without this the final stage would depend on arrival order.
+    """
+    contact = state.last_support
+    if (
+        state.stage != model.purchase_stage
+        or state.purchase_at is None
+        or contact is None
+        or contact.occurred_at < state.purchase_at
+        or model.rank[contact.after_purchase] <= model.rank[state.stage]
+    ):
+        return state, changes
+    trigger = TriggerRef(contact.event_id, contact.topic, contact.type)
+    moved, change = _move(
+        state,
+        contact.after_purchase,
+        contact.occurred_at,
+        trigger,
+        model,
+        cycle=state.cycle,
+        caused_by=changes[-1].caused_by,
+    )
+    return moved, (*changes, change)
+
+
+def _move(
+    state: CustomerState,
+    target: Stage,
+    at: datetime,
+    trigger: TriggerRef,
+    model: JourneyModel,
+    *,
+    cycle: int,
+    caused_by: str | None = None,
+) -> tuple[CustomerState, StageChange]:
+    first = state.sequence == 0
+    change = StageChange(
+        customer_id=state.customer_id,
+        cycle=cycle,
+        sequence=state.sequence + 1,
+        from_stage=None if first else state.stage,
+        to_stage=target,
+        changed_at=at,
+        previous_stage_entered_at=None if first else state.stage_entered_at,
+        trigger=trigger,
+        model_name=model.name,
+        model_version=model.version,
+        caused_by=trigger.event_id if caused_by is None else caused_by,
+    )
+    recent = (*state.recent_changes, change)[-RECENT_CHANGES:]
+    moved = replace(
+        state,
+        cycle=cycle,
+        stage=target,
+        stage_entered_at=at,
+        sequence=change.sequence,
+        recent_changes=recent,
+    )
+    return moved, change
+
+
+def _remember(state: CustomerState, event: Event, changes: tuple[StageChange, ...]) -> Step:
+    """Record the event id in the open dedupe chunk, sealing the chunk when it fills."""
+    ids = (*state.recent_event_ids, event.event_id)
+    outputs: tuple[Output, ...] = changes
+    if len(ids) >= DEDUPE_CHUNK:
+        index = state.applied_count // DEDUPE_CHUNK
+        outputs = (*changes, ChunkSealed(state.customer_id, index, ids))
+        ids = ()
+    remembered = replace(state, recent_event_ids=ids, applied_count=state.applied_count + 1)
+    return Step(remembered, outputs, "applied")
