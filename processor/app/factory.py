@@ -1,0 +1,166 @@
+"""The app factory: ``create_app(settings)`` wires the Faust topology around the engine.
+
+Topology::
+
+    journey.clickstream ─┐                       ┌─> journey.dead-letter
+    journey.research ────┼─> router ─────────────┤
+    journey.support ─────┘                       └─> {app_id}-events-by-customer
+                                                       │ (bundles, by customer)
+                                                       v
+                                 customer-state  <── engine ──> journey.stage-changes
+                                 dedupe-chunks   <──┘    └────> journey.dead-letter
+
+Both agents run with concurrency 1 (faust-streaming#606 loses messages above
+that) and at-least-once processing (exactly_once duplicates output,
+faust-streaming#517 and #323). Outputs are sent with ``force=True``: Faust would
+otherwise hold them until the next commit, adding seconds of latency; the
+commit still waits for the producer to flush, which is what at-least-once needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+
+from processor import __version__
+from processor.app.metrics import Metrics
+from processor.app.pipeline import Engine, InputRecord, Router
+from processor.contracts.outputs import Record
+from processor.engine import JourneyModel, Source, load_model
+from processor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JourneyApp:
+    """A configured Faust app and the parts of it that tests, the CLI and the API need."""
+
+    settings: Settings
+    model: JourneyModel
+    faust: faust.App
+    router: Router
+    engine: Engine
+    metrics: Metrics
+    states: Any
+    chunks: Any
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """Faust settings from ours; ``env={}`` keeps BROKER_URL, APP_STORE and WEB_PORT out."""
+    return {
+        "env": {},
+        "version": 1,
+        "autodiscover": False,
+        "broker": settings.broker_url,
+        "store": settings.store_url,
+        "datadir": str(settings.data_dir),
+        "web_port": settings.web_port,
+        "web_bind": settings.web_bind,
+        "web_host": "127.0.0.1" if settings.web_bind in ("0.0.0.0", "127.0.0.1") else None,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "broker_session_timeout": settings.session_timeout,
+        "broker_heartbeat_interval": max(settings.session_timeout / 5, 0.5),
+        "broker_rebalance_timeout": max(settings.session_timeout * 3, 30.0),
+        "consumer_auto_offset_reset": "earliest",
+        "processing_guarantee": "at_least_once",
+        "producer_acks": -1,
+        "table_standby_replicas": 0,
+        "stream_wait_empty": True,
+        "logging_config": None,
+    }
+
+
+def create_app(settings: Settings, model: JourneyModel | None = None) -> JourneyApp:
+    """Build the Faust app for ``settings``; loads (and validates) the journey definition."""
+    model = model if model is not None else load_model(settings.definition)
+    options = {k: v for k, v in faust_options(settings).items() if v is not None}
+    app = faust.App(settings.app_id, **options)
+    metrics = Metrics()
+
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    sources = app.topic(*settings.source_topics, **raw)
+    events = app.topic(settings.events_topic, partitions=settings.partitions, internal=True, **raw)
+    stage_changes = app.topic(settings.stage_changes_topic, **raw)
+    dead_letters = app.topic(settings.dead_letter_topic, **raw)
+
+    states = app.Table(
+        "customer-state",
+        partitions=settings.partitions,
+        schema=faust.Schema(**raw),
+        help="Per-customer stage state (processor.contracts.state)",
+    )
+    chunks = app.Table(
+        "dedupe-chunks",
+        partitions=settings.partitions,
+        schema=faust.Schema(**raw),
+        help="Sealed chunks of applied event ids, per customer",
+    )
+
+    def sender(topic: Any) -> Any:
+        async def send(record: Record, partition: int | None) -> None:
+            await topic.send(
+                key=record.key,
+                value=record.value,
+                partition=partition,
+                headers=record.headers,
+                force=True,
+            )
+
+        return send
+
+    router = Router(
+        model=model,
+        sources=cast(dict[str, Source], settings.source_topics),
+        partitions=settings.partitions,
+        send_bundle=sender(events),
+        send_dead_letter=sender(dead_letters),
+        metrics=metrics,
+    )
+    engine = Engine(
+        model=model,
+        states=states,
+        chunks=chunks,
+        send_change=sender(stage_changes),
+        send_dead_letter=sender(dead_letters),
+        ce_source=f"/journey-processor/{settings.app_id}",
+        metrics=metrics,
+    )
+
+    @app.agent(sources, name="router", concurrency=1)
+    async def route(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):
+            await router.route(_position(e.message, e.value) for e in batch)
+
+    @app.agent(events, name="engine", concurrency=1)
+    async def run_engine(stream: Any) -> None:
+        async for event in stream.events():
+            await engine.apply_bundle(event.value, _position(event.message, None))
+
+    log.info(
+        "journey-processor %s: model %s v%s, %d partitions",
+        __version__,
+        model.name,
+        model.version,
+        settings.partitions,
+    )
+    return JourneyApp(settings, model, app, router, engine, metrics, states, chunks)
+
+
+def _position(message: Any, value: bytes | None) -> InputRecord:
+    return InputRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=value,
+    )

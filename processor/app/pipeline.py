@@ -1,0 +1,267 @@
+"""The imperative shell around the engine: decode, route, apply, persist, send.
+
+Two steps, each a Faust agent with concurrency 1:
+
+* :class:`Router` reads the input topics in batches, dead-letters what cannot be
+  decoded, and re-partitions valid events by customer_id into bundles (one
+  record per target partition per batch) on the internal events topic. Input
+  keys are not trusted: a null or wrong key still reaches its customer.
+* :class:`Engine` applies one bundle at a time: each customer's state is read
+  once, every event of the bundle applied in order, and the state written once,
+  so the changelog sees one record per customer per bundle, not per event.
+
+Delivery is at-least-once: offsets are committed only after Faust flushed the
+producer, and a replay after a crash meets state that may already contain its
+events; the engine then re-emits those events' changes with the same ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
+
+from aiokafka.partitioner import murmur2
+
+from processor.app.metrics import Metrics
+from processor.contracts.bundle import decode_bundle, encode_bundle
+from processor.contracts.inputs import Rejection, decode_event
+from processor.contracts.outputs import Record, encode_dead_letter, encode_stage_change
+from processor.contracts.state import (
+    chunk_key,
+    decode_chunk,
+    decode_state,
+    encode_chunk,
+    encode_state,
+)
+from processor.engine import (
+    ChunkSealed,
+    CustomerState,
+    Event,
+    JourneyModel,
+    Source,
+    StageChange,
+    apply,
+    replay,
+)
+
+log = logging.getLogger(__name__)
+
+BUNDLE_MAX_EVENTS = 500
+"""Events per bundle record; keeps records far below the broker's message size limit."""
+
+Send = Callable[[Record, int | None], Awaitable[None]]
+"""Sends a record, to a given partition or (None) by key."""
+
+
+Table = MutableMapping[bytes, bytes]
+"""A Faust table with raw keys and values (or a dict, in unit tests)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """What the router needs of a consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def partition_for(customer_id: str, partitions: int) -> int:
+    """The partition that owns a customer; Kafka's default partitioner, so keyed data aligns."""
+    hashed: int = murmur2(customer_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def type_label(model: JourneyModel, source: Source, event_type: str) -> str:
+    return event_type if model.evidence_for(source, event_type) is not None else "other"
+
+
+class Router:
+    """Decode input records, dead-letter bad ones, bundle the rest by target partition."""
+
+    def __init__(
+        self,
+        *,
+        model: JourneyModel,
+        sources: dict[str, Source],
+        partitions: int,
+        send_bundle: Send,
+        send_dead_letter: Send,
+        metrics: Metrics,
+    ) -> None:
+        self.model = model
+        self.sources = sources
+        self.partitions = partitions
+        self.send_bundle = send_bundle
+        self.send_dead_letter = send_dead_letter
+        self.metrics = metrics
+
+    async def route(self, records: Iterable[InputRecord]) -> None:
+        bundles: dict[int, list[Event]] = defaultdict(list)
+        for record in records:
+            event = await self._decode(record)
+            if event is not None:
+                bundles[partition_for(event.customer_id, self.partitions)].append(event)
+        for partition, events in sorted(bundles.items()):
+            for start in range(0, len(events), BUNDLE_MAX_EVENTS):
+                chunk = events[start : start + BUNDLE_MAX_EVENTS]
+                await self.send_bundle(Record(None, encode_bundle(chunk), []), partition)
+
+    async def _decode(self, record: InputRecord) -> Event | None:
+        source = self.sources[record.topic]
+        try:
+            decoded = decode_event(record.value, source, record.topic)
+        except Exception as exc:  # a decoder bug must not stop the stream
+            log.exception(
+                "decoding failed at %s[%d]@%d", record.topic, record.partition, record.offset
+            )
+            await self.dead_letter(record, "processing_error", repr(exc)[:500])
+            return None
+        if isinstance(decoded, Rejection):
+            await self.dead_letter(record, decoded.reason, decoded.detail)
+            return None
+        if self.model.evidence_for(source, decoded.type) is None:
+            self.metrics.events.labels(record.topic, "other", "ignored").inc()
+            return None
+        return decoded
+
+    async def dead_letter(self, record: InputRecord, reason: str, detail: str) -> None:
+        letter = encode_dead_letter(
+            reason=reason,
+            detail=detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            payload=record.value,
+        )
+        await self.send_dead_letter(letter, None)
+        self.metrics.dead_letters.labels(record.topic, reason).inc()
+        self.metrics.events.labels(record.topic, "unknown", "dead_lettered").inc()
+
+
+class Engine:
+    """Apply bundles of events to customer state held in two Faust tables."""
+
+    def __init__(
+        self,
+        *,
+        model: JourneyModel,
+        states: Table,
+        chunks: Table,
+        send_change: Send,
+        send_dead_letter: Send,
+        ce_source: str,
+        metrics: Metrics,
+    ) -> None:
+        self.model = model
+        self.states = states
+        self.chunks = chunks
+        self.send_change = send_change
+        self.send_dead_letter = send_dead_letter
+        self.ce_source = ce_source
+        self.metrics = metrics
+
+    async def apply_bundle(self, raw: bytes, position: InputRecord) -> None:
+        """Apply one bundle; ``position`` is where it was read, for dead letters."""
+        started = time.perf_counter()
+        try:
+            events = decode_bundle(raw)
+        except Exception as exc:
+            await self._dead_letter(position, raw, exc)
+            return
+        by_customer: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            by_customer[event.customer_id].append(event)
+        for customer_id, customer_events in by_customer.items():
+            await self._apply_customer(customer_id, customer_events, position)
+        self.metrics.bundle_seconds.observe(time.perf_counter() - started)
+
+    async def _apply_customer(
+        self, customer_id: str, events: Sequence[Event], position: InputRecord
+    ) -> None:
+        key = customer_id.encode()
+        raw = self.states.get(key)
+        state = before = decode_state(raw) if raw is not None else None
+        archive = _Archive(self.chunks, customer_id)
+        for event in events:
+            try:
+                if state is not None and archive.holds(state, event.event_id):
+                    step = replay(state, event.event_id)
+                else:
+                    step = apply(state, event, self.model)
+            except Exception as exc:
+                await self._dead_letter(position, encode_bundle([event]), exc)
+                continue
+            state = step.state
+            self.metrics.events.labels(
+                event.topic, type_label(self.model, event.source, event.type), step.outcome
+            ).inc()
+            for output in step.outputs:
+                if isinstance(output, StageChange):
+                    await self._send(output, again=step.outcome == "duplicate")
+                elif isinstance(output, ChunkSealed):
+                    archive.seal(output)
+        if state is not None and state is not before:
+            self.states[key] = encode_state(state)
+
+    async def _send(self, change: StageChange, *, again: bool) -> None:
+        await self.send_change(encode_stage_change(change, self.ce_source), None)
+        if again:
+            self.metrics.reemitted.inc()
+        else:
+            self.metrics.stage_changes.labels(change.from_stage or "none", change.to_stage).inc()
+
+    async def _dead_letter(self, position: InputRecord, payload: bytes, exc: Exception) -> None:
+        log.exception(
+            "engine failed on %s[%d]@%d",
+            position.topic,
+            position.partition,
+            position.offset,
+            exc_info=exc,
+        )
+        letter = encode_dead_letter(
+            reason="processing_error",
+            detail=repr(exc)[:500],
+            topic=position.topic,
+            partition=position.partition,
+            offset=position.offset,
+            key=position.key,
+            payload=payload,
+        )
+        await self.send_dead_letter(letter, None)
+        self.metrics.dead_letters.labels(position.topic, "processing_error").inc()
+
+
+class _Archive:
+    """A customer's sealed dedupe chunks: read at most once per bundle, and only if needed."""
+
+    def __init__(self, chunks: Table, customer_id: str) -> None:
+        self.chunks = chunks
+        self.customer_id = customer_id
+        self.ids: set[str] | None = None
+
+    def holds(self, state: CustomerState, event_id: str) -> bool:
+        """Whether the event id is in a sealed chunk (the open chunk is the engine's)."""
+        if not state.sealed_chunks or event_id in state.recent_event_ids:
+            return False
+        if self.ids is None:
+            self.ids = set()
+            for index in state.sealed_chunks:
+                raw = self.chunks.get(chunk_key(self.customer_id, index))
+                if raw is not None:
+                    self.ids.update(decode_chunk(raw))
+        return event_id in self.ids
+
+    def seal(self, sealed: ChunkSealed) -> None:
+        self.chunks[chunk_key(sealed.customer_id, sealed.index)] = encode_chunk(sealed.event_ids)
+        expired = chunk_key(sealed.customer_id, sealed.expired_index)
+        if sealed.expired_index >= 0 and expired in self.chunks:
+            del self.chunks[expired]
+        if self.ids is not None:
+            self.ids.update(sealed.event_ids)

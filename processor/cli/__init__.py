@@ -1,0 +1,126 @@
+"""The ``journey`` command: a thin layer over the settings, the app factory and the broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from processor import __version__
+from processor.engine import DefinitionError, load_model
+from processor.settings import Settings, add_settings_arguments
+
+HELP = """\
+journey-processor: a live, per-customer picture of the buying process.
+
+Reads clickstream, research and support events from Kafka, keeps each
+customer's stage in changelog-backed Faust tables, and publishes stage changes.
+Every setting is a JOURNEY_* environment variable and a --option (see a
+command's --help); the option wins.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="journey", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"journey-processor {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        add_settings_arguments(sub)
+        return sub
+
+    command("worker", "Run one processor worker; start several for one consumer group.")
+    broker = command("broker", "Run the embedded Kafka-protocol broker (Tansu, in memory).")
+    broker.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 [9092]")
+    produce = command("produce", "Send a JSON-lines file of events to the input topics.")
+    produce.add_argument(
+        "file",
+        type=Path,
+        help="one event object per line; the topic comes "
+        "from a 'source' field or from the event type",
+    )
+    tail = command("tail", "Print stage changes (or dead letters) as they arrive.")
+    tail.add_argument("--dead-letter", action="store_true", help="tail the dead-letter topic")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    tail.add_argument("--limit", type=int, default=None, help="stop after this many records")
+    demo = command(
+        "demo", "Start a broker and a worker, play a synthetic population, show the live funnel."
+    )
+    demo.add_argument("--customers", type=int, default=3000, help="population size [3000]")
+    demo.add_argument("--seed", type=int, default=7, help="random seed [7]")
+    demo.add_argument("--rate", type=float, default=2000.0, help="events per second to play [2000]")
+    demo.add_argument(
+        "--no-live",
+        action="store_true",
+        help="print progress lines instead of redrawing the screen",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env().with_args(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command != "worker":
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        if args.command == "worker":
+            return run_worker(settings)
+        if args.command == "broker":
+            return run_broker(args.port)
+        if args.command == "produce":
+            from processor.cli.io import produce_file
+
+            return produce_file(args.file, settings, load_model(settings.definition), sys.stdout)
+        if args.command == "tail":
+            from processor.cli.io import tail
+
+            topic = settings.dead_letter_topic if args.dead_letter else settings.stage_changes_topic
+            asyncio.run(tail(topic, settings, sys.stdout, args.from_beginning, args.limit))
+            return 0
+        if args.command == "demo":
+            from processor.demo.run import run_demo
+
+            return run_demo(settings, args)
+    except DefinitionError as exc:
+        print(f"journey: invalid journey definition: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def run_worker(settings: Settings) -> int:
+    """Validate, create missing topics, then hand the process to Faust's worker."""
+    import faust
+
+    from processor.app import create_app
+    from processor.app.topics import ensure_topics
+
+    journey = create_app(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        logging.getLogger("journey").info("created topics %s", created)
+    worker = faust.Worker(journey.faust, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
+def run_broker(port: int) -> int:
+    from processor.broker import broker_command
+
+    command = broker_command("127.0.0.1", port)
+    print(
+        f"journey broker: Tansu on 127.0.0.1:{port} (in memory; Ctrl-C stops it)", file=sys.stderr
+    )
+    os.execv(command[0], command)

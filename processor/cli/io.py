@@ -1,0 +1,123 @@
+"""Talking to the topics from a terminal: ``journey produce`` and ``journey tail``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from processor.engine import SOURCES, JourneyModel
+from processor.settings import Settings
+
+
+def source_of(doc: dict[str, Any], model: JourneyModel) -> str | None:
+    """The input source of an event line: its ``source`` field, else inferred from its type."""
+    declared = doc.get("source")
+    if isinstance(declared, str) and declared in SOURCES:
+        return declared
+    matches = [s for s in SOURCES if model.evidence_for(s, str(doc.get("type"))) is not None]
+    return matches[0] if len(matches) == 1 else None
+
+
+def plan_lines(
+    lines: Iterable[str], settings: Settings, model: JourneyModel
+) -> tuple[list[tuple[str, bytes | None, bytes]], list[str]]:
+    """Records to send (topic, key, value) and problems (with line numbers) of a JSON-lines file.
+
+    Lines are sent as they are, byte for byte: the processor decides what is valid.
+    """
+    topic_of = {source: topic for topic, source in settings.source_topics.items()}
+    records: list[tuple[str, bytes | None, bytes]] = []
+    problems: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            problems.append(f"line {number}: not JSON ({exc})")
+            continue
+        if not isinstance(doc, dict):
+            problems.append(f"line {number}: not a JSON object")
+            continue
+        source = source_of(doc, model)
+        if source is None:
+            problems.append(
+                f"line {number}: cannot tell the source of type {doc.get('type')!r}; "
+                f'add "source": one of {list(SOURCES)}'
+            )
+            continue
+        customer = doc.get("customer_id")
+        key = customer.encode() if isinstance(customer, str) and customer else None
+        records.append((topic_of[source], key, line.rstrip("\n").encode()))
+    return records, problems
+
+
+async def produce(records: list[tuple[str, bytes | None, bytes]], settings: Settings) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for topic, key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return len(records)
+
+
+def produce_file(path: Path, settings: Settings, model: JourneyModel, out: TextIO) -> int:
+    with path.open(encoding="utf-8") as handle:
+        records, problems = plan_lines(handle, settings, model)
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    sent = asyncio.run(produce(records, settings))
+    print(f"sent {sent} events from {path}", file=out)
+    return 0
+
+
+async def tail(
+    topic: str,
+    settings: Settings,
+    out: TextIO,
+    from_beginning: bool = False,
+    limit: int | None = None,
+) -> int:
+    """Print each record's value as a JSON line; no consumer group, so it never moves offsets."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    seen = 0
+    try:
+        partitions = await _wait_for_partitions(consumer, topic)
+        consumer.assign(partitions)
+        if from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
+        async for message in consumer:
+            out.write(message.value.decode("utf-8", "replace") + "\n")
+            out.flush()
+            seen += 1
+            if limit is not None and seen >= limit:
+                break
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def _wait_for_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, waiting for it to be created if it does not exist yet."""
+    while True:
+        if topic in await consumer.topics():
+            found = consumer.partitions_for_topic(topic) or set()
+            if found:
+                return [TopicPartition(topic, p) for p in sorted(found)]
+        await asyncio.sleep(0.5)
