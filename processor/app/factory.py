@@ -96,13 +96,15 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
     states = app.Table(
         "customer-state",
         partitions=settings.partitions,
-        schema=faust.Schema(**raw),
+        key_type=bytes,
+        value_type=bytes,
         help="Per-customer stage state (processor.contracts.state)",
     )
     chunks = app.Table(
         "dedupe-chunks",
         partitions=settings.partitions,
-        schema=faust.Schema(**raw),
+        key_type=bytes,
+        value_type=bytes,
         help="Sealed chunks of applied event ids, per customer",
     )
 

@@ -179,7 +179,10 @@ class Engine:
         for event in events:
             by_customer[event.customer_id].append(event)
         for customer_id, customer_events in by_customer.items():
-            await self._apply_customer(customer_id, customer_events, position)
+            try:
+                await self._apply_customer(customer_id, customer_events, position)
+            except Exception as exc:  # unreadable stored state: park the events, keep going
+                await self._dead_letter(position, encode_bundle(customer_events), exc)
         self.metrics.bundle_seconds.observe(time.perf_counter() - started)
 
     async def _apply_customer(

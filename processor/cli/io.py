@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from processor.engine import SOURCES, JourneyModel
 from processor.settings import Settings
@@ -89,19 +89,22 @@ async def tail(
     from_beginning: bool = False,
     limit: int | None = None,
 ) -> int:
-    """Print each record's value as a JSON line; no consumer group, so it never moves offsets."""
+    """Print each record's value as a JSON line.
+
+    No consumer group, so it never moves anyone's offsets; the subscription picks
+    the topic up even if the worker has not created it yet.
+    """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        metadata_max_age_ms=2000,
     )
     await consumer.start()
     seen = 0
     try:
-        partitions = await _wait_for_partitions(consumer, topic)
-        consumer.assign(partitions)
-        if from_beginning:
-            await consumer.seek_to_beginning(*partitions)
-        else:
-            await consumer.seek_to_end(*partitions)
         async for message in consumer:
             out.write(message.value.decode("utf-8", "replace") + "\n")
             out.flush()
@@ -111,13 +114,3 @@ async def tail(
     finally:
         await consumer.stop()
     return seen
-
-
-async def _wait_for_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """The topic's partitions, waiting for it to be created if it does not exist yet."""
-    while True:
-        if topic in await consumer.topics():
-            found = consumer.partitions_for_topic(topic) or set()
-            if found:
-                return [TopicPartition(topic, p) for p in sorted(found)]
-        await asyncio.sleep(0.5)

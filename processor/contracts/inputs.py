@@ -36,9 +36,14 @@ REJECT_REASONS: tuple[str, ...] = (
 )
 
 RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(\.[0-9]{1,9})?([Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 )
-"""RFC 3339 date-time with a mandatory offset; the input schemas carry the same pattern."""
+"""RFC 3339 date-time with a mandatory offset (matched whole, ASCII digits only).
+
+The input schemas carry the same shape, plus calendar checks that
+``datetime.fromisoformat`` does here. Use ``fullmatch``: ``$`` alone would
+accept a trailing newline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +57,16 @@ def parse_timestamp(text: str) -> datetime | None:
 
     Fractions beyond microseconds are truncated: Python's datetime holds no more.
     """
-    match = RFC3339.match(text)
-    if match is None:
-        return None
+    match = RFC3339.fullmatch(text)
+    if match is None or not 2 <= int(match.group(1)) <= 9998:
+        return None  # years 1 and 9999 could leave datetime's range once moved to UTC
     fraction = (match.group(7) or "")[:7]
     offset = match.group(8)
     offset = "+00:00" if offset in ("Z", "z") else offset
     iso = f"{text[:10]}T{text[11:19]}{fraction}{offset}"
     try:
         return datetime.fromisoformat(iso).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # Feb 30; or year 1 / 9999 shifted out of range
         return None
 
 

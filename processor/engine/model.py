@@ -113,7 +113,7 @@ def load_model(path: str | Path | None = None) -> JourneyModel:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError(f"{path}: cannot read the journey definition: {exc}") from exc
     return parse_model(text, origin=str(path))
 

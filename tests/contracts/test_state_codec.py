@@ -1,0 +1,210 @@
+"""The stored formats: customer state and sealed dedupe chunks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processor.contracts.state import (
+    STATE_VERSION,
+    chunk_key,
+    decode_chunk,
+    decode_state,
+    encode_chunk,
+    encode_state,
+)
+from processor.engine import (
+    DEDUPE_CHUNK,
+    ChunkSealed,
+    CustomerState,
+    Event,
+    Source,
+    StageChange,
+    SupportContact,
+    TriggerRef,
+    apply,
+    load_model,
+)
+
+MODEL = load_model()
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+TOPICS: dict[Source, str] = {
+    "clickstream": "journey.clickstream",
+    "research": "journey.research",
+    "support": "journey.support",
+}
+KINDS = sorted(MODEL.evidence)
+
+# Identifiers as they come out of JSON: any text without lone surrogates.
+ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12)
+# Microseconds included: the format must keep them.
+times = st.integers(0, 400 * 86400 * 10**6).map(lambda us: T0 + timedelta(microseconds=us))
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[CustomerState]:
+    """Every state a customer passes through over a random sequence of events."""
+    customer = draw(ids)
+    kinds = [*KINDS, *([("clickstream", "order_completed")] * 3)]
+    picked = draw(
+        st.lists(
+            st.tuples(st.sampled_from(kinds), times),
+            min_size=1,
+            max_size=draw(st.sampled_from([5, 20, DEDUPE_CHUNK + 10])),
+        )
+    )
+    prefix = draw(ids)
+    states: list[CustomerState] = []
+    state: CustomerState | None = None
+    for i, ((source, event_type), when) in enumerate(picked):
+        event = Event(f"{prefix}-{i}", customer, source, TOPICS[source], event_type, when)
+        state = apply(state, event, MODEL).state
+        states.append(state)
+    return states
+
+
+def round_trip(state: CustomerState) -> CustomerState:
+    return decode_state(encode_state(state))
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories())
+def test_state_round_trips(states):
+    for state in states:
+        decoded = round_trip(state)
+        assert decoded == state
+        assert encode_state(decoded) == encode_state(state)
+
+
+def test_state_round_trip_keeps_every_field():
+    events = [
+        ("clickstream", "page_view", T0),
+        ("support", "complaint", T0 + timedelta(days=3, microseconds=7)),
+        ("clickstream", "order_completed", T0 + timedelta(days=2, hours=1)),
+    ]
+    state = None
+    for i, (source, event_type, when) in enumerate(events):
+        event = Event(f"ev-{i}", "c\u00e9-1", source, TOPICS[source], event_type, when)
+        state = apply(state, event, MODEL).state
+    assert state.stage == "post_purchase"
+    assert state.last_support is not None
+    assert state.purchase_at is not None
+    assert len(state.recent_changes) == 4
+
+    decoded = round_trip(state)
+
+    assert decoded == state
+    assert decoded.last_support == state.last_support
+    assert decoded.recent_changes == state.recent_changes
+    assert [c.id for c in decoded.recent_changes] == [c.id for c in state.recent_changes]
+    assert decoded.recent_changes[0].previous_stage_entered_at is None
+    assert decoded.stage_entered_at.utcoffset() == timedelta(0)
+    assert decoded.last_support.occurred_at.microsecond == 7
+    assert isinstance(decoded.recent_event_ids, tuple)
+
+
+def test_minimal_state_round_trips():
+    state = CustomerState(
+        customer_id="c",
+        cycle=1,
+        stage="need_recognition",
+        stage_entered_at=T0,
+        sequence=0,
+        purchase_at=None,
+        last_event_at=T0,
+        applied_count=0,
+    )
+    assert round_trip(state) == state
+
+
+def test_hand_built_state_round_trips_values_the_default_model_never_produces():
+    # Another model's stages and a support contact whose after-purchase stage is not
+    # post_purchase: the codec stores what it is given, not what the default model implies.
+    change = StageChange(
+        customer_id="c",
+        cycle=3,
+        sequence=17,
+        from_stage="looking",
+        to_stage="using",
+        changed_at=T0 + timedelta(microseconds=1),
+        previous_stage_entered_at=T0,
+        trigger=TriggerRef("t-1", "other.topic", "call"),
+        model_name="tiny",
+        model_version="7",
+        caused_by="t-0",
+    )
+    state = CustomerState(
+        customer_id="c",
+        cycle=3,
+        stage="using",
+        stage_entered_at=change.changed_at,
+        sequence=17,
+        purchase_at=T0,
+        last_event_at=T0 + timedelta(days=1),
+        applied_count=70,
+        recent_event_ids=("a", "b"),
+        recent_changes=(change,),
+        last_support=SupportContact("t-1", "other.topic", "call", T0, "using"),
+    )
+    assert round_trip(state) == state
+
+
+def test_state_carries_its_version():
+    state = CustomerState("c", 1, "evaluation", T0, 1, None, T0, 1)
+    doc = orjson.loads(encode_state(state))
+    assert doc["v"] == STATE_VERSION
+    assert doc["customer_id"] == "c"
+
+
+@pytest.mark.parametrize("version", [None, 0, STATE_VERSION + 1, "1"])
+def test_decode_state_rejects_unknown_versions(version):
+    doc = orjson.loads(encode_state(CustomerState("c", 1, "evaluation", T0, 1, None, T0, 1)))
+    if version is None:
+        del doc["v"]
+    else:
+        doc["v"] = version
+    with pytest.raises(ValueError, match="unknown customer state version"):
+        decode_state(orjson.dumps(doc))
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+@given(st.lists(ids, max_size=DEDUPE_CHUNK))
+def test_chunk_round_trips(event_ids):
+    assert decode_chunk(encode_chunk(tuple(event_ids))) == frozenset(event_ids)
+
+
+def test_chunk_from_the_engine_round_trips():
+    state = None
+    sealed = []
+    for i in range(DEDUPE_CHUNK):
+        event = Event(f"id-{i}", "c", "clickstream", TOPICS["clickstream"], "page_view", T0)
+        state, outputs, _ = apply(state, event, MODEL)
+        sealed += [o for o in outputs if isinstance(o, ChunkSealed)]
+    [chunk] = sealed
+    decoded = decode_chunk(encode_chunk(chunk.event_ids))
+    assert isinstance(decoded, frozenset)
+    assert decoded == {f"id-{i}" for i in range(DEDUPE_CHUNK)}
+    assert "id-0" in decoded and "id-32" not in decoded
+
+
+def test_chunk_key():
+    assert chunk_key("cust-1", 0) == b"cust-1\x1f0"
+    assert chunk_key("cust-1", 12) == b"cust-1\x1f12"
+    assert chunk_key("caf\u00e9", 3) == "caf\u00e9\x1f3".encode()
+    # Customer "a" chunk 12 and customer "a1" chunk 2 do not collide.
+    assert chunk_key("a", 12) != chunk_key("a1", 2)
+
+
+customers = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x1f"))
+
+
+@given(customers, st.integers(0, 10**6), customers, st.integers(0, 10**6))
+def test_chunk_keys_are_distinct_for_distinct_chunks(c1, i1, c2, i2):
+    assert (chunk_key(c1, i1) == chunk_key(c2, i2)) == ((c1, i1) == (c2, i2))
+    assert chunk_key(c1, i1).startswith(c1.encode() + b"\x1f")

@@ -1,0 +1,128 @@
+"""Integration fixtures: one real embedded broker per session, real worker processes.
+
+Each test gets its own app id and topic names, so tests share the broker without
+seeing each other's records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from processor.broker import EmbeddedBroker, free_port
+from processor.settings import Settings, env_name
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    n = next(_names)
+    prefix = f"t{n}-{os.getpid()}"
+    return Settings(
+        broker_url=broker.url,
+        app_id=f"{prefix}-app",
+        partitions=4,
+        data_dir=tmp_path / "data",
+        clickstream_topic=f"{prefix}.clickstream",
+        research_topic=f"{prefix}.research",
+        support_topic=f"{prefix}.support",
+        stage_changes_topic=f"{prefix}.stage-changes",
+        dead_letter_topic=f"{prefix}.dead-letter",
+        session_timeout=6.0,
+        batch_window=0.02,
+    )
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``journey worker`` process with its own web port and data directory."""
+
+    settings: Settings
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> WorkerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
+        for name in (
+            "broker_url",
+            "app_id",
+            "partitions",
+            "data_dir",
+            "clickstream_topic",
+            "research_topic",
+            "support_topic",
+            "stage_changes_topic",
+            "dead_letter_topic",
+            "session_timeout",
+            "batch_window",
+            "store_url",
+            "web_port",
+        ):
+            env[env_name(name)] = str(getattr(self.settings, name))
+        env.update(self.extra_env)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "processor", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit, no flush."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """Started workers are stopped after the test; their logs are shown if it failed."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def start_worker(
+    started: list[WorkerProcess], settings: Settings, tmp_path: Path, name: str
+) -> WorkerProcess:
+    from dataclasses import replace
+
+    own = replace(settings, web_port=free_port(), data_dir=tmp_path / f"data-{name}")
+    worker = WorkerProcess(own, tmp_path / f"worker-{name}.log").start()
+    started.append(worker)
+    return worker
