@@ -113,7 +113,8 @@ def run_worker(settings: Settings) -> int:
     if created:
         logging.getLogger("journey").info("created topics %s", created)
     worker = faust.Worker(journey.faust, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    worker.execute_from_commandline()  # returns only by raising SystemExit
+    return 0
 
 
 def run_broker(port: int) -> int:

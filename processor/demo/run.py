@@ -1,0 +1,207 @@
+"""``journey demo``: a broker, a worker, a synthetic population, and the live funnel.
+
+Everything it starts is a child process in its own session, stopped in a
+``finally``: Ctrl-C (or any error) leaves no broker or worker behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from processor.app.topics import ensure_topics
+from processor.broker import EmbeddedBroker, free_port
+from processor.demo.funnel import FunnelTracker, render, render_summary
+from processor.demo.population import DemoRecord, generate
+from processor.engine import load_model
+from processor.settings import Settings, env_name
+
+MALFORMED = 12
+"""Malformed records mixed into the population: the dead-letter topic has work to show."""
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="journey-demo-"))
+    broker = EmbeddedBroker(log_path=workdir / "broker.log")
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        print("starting the embedded broker ...", file=sys.stderr)
+        broker.start()
+        settings = replace(
+            settings,
+            broker_url=broker.url,
+            data_dir=workdir / "data",
+            web_port=free_port(),
+            session_timeout=6.0,
+        )
+        model = load_model(settings.definition)
+        asyncio.run(ensure_topics(settings))
+        worker = _start_worker(settings, workdir / "worker.log")
+        print(
+            f"broker {broker.bootstrap}, worker pid {worker.pid}, logs in {workdir}",
+            file=sys.stderr,
+        )
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=120)
+        records = generate(args.customers, args.seed, start, MALFORMED)
+        tracker = FunnelTracker(model.stages, model.purchase_stage)
+        live = not args.no_live and sys.stdout.isatty()
+        asyncio.run(_play(settings, records, tracker, args.rate, live, worker))
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the worker and the broker", file=sys.stderr)
+        return 130
+    finally:
+        if worker is not None:
+            _stop(worker)
+        broker.stop()
+        shutil.rmtree(workdir / "data", ignore_errors=True)
+
+
+def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
+    for name in ("broker_url", "data_dir", "web_port", "session_timeout", "definition"):
+        value = getattr(settings, name)
+        if value is not None:
+            env[env_name(name)] = str(value)
+    return subprocess.Popen(
+        [sys.executable, "-m", "processor", "worker"],
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+async def _play(
+    settings: Settings,
+    records: list[DemoRecord],
+    tracker: FunnelTracker,
+    rate: float,
+    live: bool,
+    worker: subprocess.Popen[bytes],
+) -> None:
+    produced = 0
+    started = time.monotonic()
+    topic_of = {source: topic for topic, source in settings.source_topics.items()}
+
+    async def produce() -> None:
+        nonlocal produced
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+        await producer.start()
+        try:
+            for record in records:
+                await producer.send(topic_of[record.source], record.value, key=record.key)
+                produced += 1
+                ahead = produced / rate - (time.monotonic() - started)
+                if ahead > 0.01:
+                    await asyncio.sleep(ahead)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def consume() -> None:
+        consumer = AIOKafkaConsumer(
+            settings.stage_changes_topic,
+            settings.dead_letter_topic,
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=2000,
+        )
+        await consumer.start()
+        try:
+            async for message in consumer:
+                doc = orjson.loads(message.value)
+                if message.topic == settings.dead_letter_topic:
+                    tracker.observe_dead_letter(doc)
+                else:
+                    tracker.observe(doc)
+        finally:
+            await consumer.stop()
+
+    def draw() -> None:
+        snapshot = tracker.snapshot(produced, len(records), time.monotonic() - started)
+        width = min(shutil.get_terminal_size((100, 30)).columns, 100)
+        view = render(snapshot, width=width)
+        if live:
+            sys.stdout.write("\x1b[H\x1b[2J" + view + "\n")
+        else:
+            print(view.splitlines()[0])
+        sys.stdout.flush()
+
+    producing = asyncio.create_task(produce())
+    consuming = asyncio.create_task(consume())
+    try:
+        while not producing.done() or not await _caught_up(settings):
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with {worker.returncode}; see its log")
+            if producing.done() and producing.exception() is not None:
+                raise RuntimeError("producing failed") from producing.exception()
+            draw()
+            await asyncio.sleep(0.5 if live else 2.0)
+        await asyncio.sleep(0.5)  # let the tail read the last outputs the worker just sent
+        draw()
+    finally:
+        for task in (producing, consuming):
+            task.cancel()
+        await asyncio.gather(producing, consuming, return_exceptions=True)
+    snapshot = tracker.snapshot(produced, len(records), time.monotonic() - started)
+    print()
+    print(render_summary(snapshot, tracker.dead_letters_by_reason))
+
+
+async def _caught_up(settings: Settings) -> bool:
+    """Whether the worker's group has committed every input and internal record.
+
+    The probe carries the worker's group id but never subscribes, so it reads the
+    committed offsets without joining (or disturbing) the group; the admin
+    client's OffsetFetch does not work with the embedded broker. A new client
+    each time bootstraps metadata of every topic, including the internal one.
+    """
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
+    await probe.start()
+    try:
+        partitions = []
+        for topic in [*settings.source_topics, settings.events_topic]:
+            found = probe.partitions_for_topic(topic)
+            if not found:
+                return False
+            partitions += [TopicPartition(topic, p) for p in found]
+        ends = await probe.end_offsets(partitions)
+        for tp, end in ends.items():
+            if end and (await probe.committed(tp) or 0) < end:
+                return False
+        return True
+    finally:
+        await probe.stop()
