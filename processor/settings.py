@@ -54,6 +54,11 @@ class Settings:
     session_timeout: float = _opt(
         10.0, "Consumer group session timeout in seconds (how fast a dead worker is noticed)"
     )
+    recovery_consistency_check: bool = _opt(
+        True,
+        "Refuse to start when local table state is ahead of its changelog (a recreated "
+        "topic). Set false with the embedded broker, whose end offsets can lag one batch",
+    )
     batch_max: int = _opt(1000, "Most input records the router takes at once")
     batch_window: float = _opt(
         0.05, "Seconds the router waits to fill a batch (an upper bound on added latency)"
@@ -106,9 +111,16 @@ def env_name(field_name: str) -> str:
     return f"JOURNEY_{field_name.upper()}"
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _convert(name: str, kind: Any, raw: str) -> Any:
     kind = str(kind)
     try:
+        if kind == "bool":
+            if raw.strip().lower() not in _BOOLS:
+                raise ValueError(f"expected one of {sorted(_BOOLS)}, not {raw!r}")
+            return _BOOLS[raw.strip().lower()]
         if kind == "int":
             return int(raw)
         if kind == "float":

@@ -70,6 +70,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "processing_guarantee": "at_least_once",
         "producer_acks": -1,
         "table_standby_replicas": 0,
+        "recovery_consistency_check": settings.recovery_consistency_check,
         "stream_wait_empty": True,
         "logging_config": None,
     }

@@ -47,6 +47,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             data_dir=workdir / "data",
             web_port=free_port(),
             session_timeout=6.0,
+            recovery_consistency_check=False,
         )
         model = load_model(settings.definition)
         asyncio.run(ensure_topics(settings))
@@ -73,7 +74,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
-    for name in ("broker_url", "data_dir", "web_port", "session_timeout", "definition"):
+    for name in (
+        "broker_url",
+        "data_dir",
+        "web_port",
+        "session_timeout",
+        "definition",
+        "recovery_consistency_check",
+    ):
         value = getattr(settings, name)
         if value is not None:
             env[env_name(name)] = str(value)

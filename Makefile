@@ -1,0 +1,52 @@
+# journey-processor: `make demo` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: help demo test lint unit integration bench broker worker clean
+
+help:
+	@echo "make demo         create $(VENV), install, run the live demo (Ctrl-C stops it)"
+	@echo "make test         lint, type-check and run every test (starts its own broker)"
+	@echo "make lint         ruff (lint and format check) and mypy --strict"
+	@echo "make unit         tests without a broker"
+	@echo "make integration  tests against the embedded broker"
+	@echo "make bench        the end-to-end benchmark (prints figures)"
+	@echo "make broker       the embedded broker on 127.0.0.1:9092"
+	@echo "make worker       one worker against JOURNEY_BROKER_URL"
+
+$(BIN)/journey: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(BIN)/journey
+	$(BIN)/journey demo
+
+lint: $(BIN)/journey
+	$(BIN)/ruff check processor tests bench
+	$(BIN)/ruff format --check processor tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+unit: $(BIN)/journey
+	$(BIN)/pytest -q -m "not integration"
+
+integration: $(BIN)/journey
+	$(BIN)/pytest -q -m integration
+
+bench: $(BIN)/journey
+	$(BIN)/python -m bench.run
+
+broker: $(BIN)/journey
+	$(BIN)/journey broker
+
+worker: $(BIN)/journey
+	$(BIN)/journey worker
+
+clean:
+	rm -rf $(VENV) journey-data .pytest_cache .mypy_cache .ruff_cache .hypothesis
