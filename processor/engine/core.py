@@ -235,7 +235,10 @@ def _transition(
     if target == model.purchase_stage:
         cycle = state.cycle + 1 if past_purchase else state.cycle
         moved, change = _move(state, target, at, trigger, model, cycle=cycle)
-        return replace(moved, purchase_at=at), (change,)
+        # An older order arriving late still counts as a repeat purchase, but the later
+        # purchase stays the anchor that support contacts and rule 3b compare with.
+        latest = at if state.purchase_at is None else max(at, state.purchase_at)
+        return replace(moved, purchase_at=latest if past_purchase else at), (change,)
     if past_purchase and rank[target] < model.purchase_rank:
         anchor = state.purchase_at or state.stage_entered_at
         if not may_start_cycle or at <= anchor + model.new_cycle_after:

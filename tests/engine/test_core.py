@@ -831,3 +831,25 @@ def test_recent_changes_are_bounded():
 def test_recent_changes_hold_every_change_while_below_the_bound():
     state, steps = run([ev("page_view", 0), ev("order_completed", 1), ev("complaint", 2)])
     assert state.recent_changes == tuple(all_changes(steps))
+
+
+# ------------------------------------------------------------- a late, older repeat order
+
+
+def test_an_older_order_arriving_late_keeps_the_later_purchase_as_the_anchor() -> None:
+    """Two orders 40 days apart and a support ticket after the first, in two arrival orders.
+
+    In time order the ticket is post-purchase of cycle 1, and the second order starts
+    cycle 2 at purchase. Arriving newest order first, the older order still counts as a
+    repeat purchase, and the ticket (before the later order) must not move cycle 2 on.
+    """
+    ticket = ev("ticket_opened", at(0, hours=10))
+    pricing = ev("pricing_view", at(0, hours=-1))
+    first_order = ev("order_completed", 0)
+    second_order = ev("order_completed", 40)
+    in_time_order, _ = run([pricing, first_order, ticket, second_order])
+    newest_first, _ = run([ticket, pricing, second_order, first_order])
+    assert in_time_order is not None and newest_first is not None
+    assert (in_time_order.stage, in_time_order.cycle) == ("purchase", 2)
+    assert (newest_first.stage, newest_first.cycle) == ("purchase", 2)
+    assert newest_first.purchase_at == at(40)
