@@ -58,16 +58,18 @@ def plan_lines(
     return records, problems
 
 
-async def produce(records: list[tuple[str, bytes | None, bytes]], settings: Settings) -> int:
+async def produce(settings: Settings, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
     try:
+        sent = 0
         for topic, key, value in records:
             await producer.send(topic, value, key=key)
+            sent += 1
         await producer.flush()
     finally:
         await producer.stop()
-    return len(records)
+    return sent
 
 
 def produce_file(path: Path, settings: Settings, model: JourneyModel, out: TextIO) -> int:
@@ -77,7 +79,7 @@ def produce_file(path: Path, settings: Settings, model: JourneyModel, out: TextI
         print(f"{path}: {problem}", file=sys.stderr)
     if problems:
         return 2
-    sent = asyncio.run(produce(records, settings))
+    sent = asyncio.run(produce(settings, records))
     print(f"sent {sent} events from {path}", file=out)
     return 0
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ from processor.broker import EmbeddedBroker, free_port
 from processor.demo.funnel import FunnelTracker, render, render_summary
 from processor.demo.population import DemoRecord, generate
 from processor.engine import load_model
+from processor.processes import stop_group
 from processor.settings import Settings, env_name
 
 MALFORMED = 12
@@ -67,7 +66,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         return 130
     finally:
         if worker is not None:
-            _stop(worker)
+            stop_group(worker)
         broker.stop()
         shutil.rmtree(workdir / "data", ignore_errors=True)
 
@@ -92,19 +91,6 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 async def _play(

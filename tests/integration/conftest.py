@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from processor.broker import EmbeddedBroker, free_port
+from processor.processes import stop_group
 from processor.settings import Settings, env_name
 
 _names = itertools.count(1)
@@ -83,14 +84,8 @@ class WorkerProcess:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            stop_group(self.process, grace=20.0)
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
