@@ -28,7 +28,9 @@ import faust
 from processor import __version__
 from processor.app.metrics import Metrics
 from processor.app.pipeline import Engine, InputRecord, Router
+from processor.app.tables import monotonic_table
 from processor.contracts.outputs import Record
+from processor.contracts.state import state_version
 from processor.engine import JourneyModel, Source, load_model
 from processor.settings import Settings
 
@@ -94,18 +96,18 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
     stage_changes = app.topic(settings.stage_changes_topic, **raw)
     dead_letters = app.topic(settings.dead_letter_topic, **raw)
 
-    states = app.Table(
+    states = monotonic_table(
+        app,
         "customer-state",
+        version=state_version,
         partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
         help="Per-customer stage state (processor.contracts.state)",
     )
-    chunks = app.Table(
+    chunks = monotonic_table(
+        app,
         "dedupe-chunks",
+        version=lambda _: 0,  # a sealed chunk is written once and never changes
         partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
         help="Sealed chunks of applied event ids, per customer",
     )
 

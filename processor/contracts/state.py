@@ -121,6 +121,12 @@ def decode_state(raw: bytes) -> CustomerState:
     )
 
 
+def state_version(raw: bytes) -> int:
+    """Events applied so far: every write of a customer's state has a higher count."""
+    count: int = orjson.loads(raw)["applied_count"]
+    return count
+
+
 def encode_chunk(event_ids: tuple[str, ...]) -> bytes:
     return orjson.dumps(event_ids)
 

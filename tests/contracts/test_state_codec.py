@@ -208,3 +208,18 @@ customers = st.text(st.characters(exclude_categories=("Cs",), exclude_characters
 def test_chunk_keys_are_distinct_for_distinct_chunks(c1, i1, c2, i2):
     assert (chunk_key(c1, i1) == chunk_key(c2, i2)) == ((c1, i1) == (c2, i2))
     assert chunk_key(c1, i1).startswith(c1.encode() + b"\x1f")
+
+
+def test_state_version_is_the_applied_count() -> None:
+    from processor.contracts.state import state_version
+    from processor.engine import Event, apply, load_model
+
+    model = load_model()
+    state = None
+    versions = []
+    for i, kind in enumerate(["page_view", "review_read", "add_to_cart"]):
+        event = Event(f"e{i}", "c", "clickstream", "t", kind, datetime(2026, 1, 1 + i, tzinfo=UTC))
+        state = apply(state, event, model).state
+        assert state is not None
+        versions.append(state_version(encode_state(state)))
+    assert versions == [1, 2, 3]
