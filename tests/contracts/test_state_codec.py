@@ -217,7 +217,7 @@ def test_state_version_is_the_applied_count() -> None:
     model = load_model()
     state = None
     versions = []
-    for i, kind in enumerate(["page_view", "review_read", "add_to_cart"]):
+    for i, kind in enumerate(["page_view", "product_view", "add_to_cart"]):
         event = Event(f"e{i}", "c", "clickstream", "t", kind, datetime(2026, 1, 1 + i, tzinfo=UTC))
         state = apply(state, event, model).state
         assert state is not None
