@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help demo test lint unit integration bench broker worker clean
+.PHONY: help demo test lint unit integration bench broker worker docs clean
 
 help:
 	@echo "make demo         create $(VENV), install, run the live demo (Ctrl-C stops it)"
@@ -12,6 +12,7 @@ help:
 	@echo "make unit         tests without a broker"
 	@echo "make integration  tests against the embedded broker"
 	@echo "make bench        the end-to-end benchmark (prints figures)"
+	@echo "make docs         regenerate the README's configuration table"
 	@echo "make broker       the embedded broker on 127.0.0.1:9092"
 	@echo "make worker       one worker against JOURNEY_BROKER_URL"
 
@@ -41,6 +42,9 @@ integration: $(BIN)/journey
 
 bench: $(BIN)/journey
 	$(BIN)/python -m bench.run
+
+docs: $(BIN)/journey
+	$(BIN)/python -m processor.docs README.md
 
 broker: $(BIN)/journey
 	$(BIN)/journey broker

@@ -38,6 +38,10 @@ class Settings:
     )
     web_port: int = _opt(6066, "HTTP port of the worker (health, metrics, queries)")
     web_bind: str = _opt("0.0.0.0", "Address the worker's HTTP server binds to")
+    web_host: str = _opt(
+        "127.0.0.1",
+        "Host name other workers use to reach this worker's HTTP port (query forwarding)",
+    )
     app_id: str = _opt("journey-processor", "Application id: the consumer group and topic prefix")
     partitions: int = _opt(
         8, "Partitions of the topics the processor creates (fixed for the life of an app id)"

@@ -80,4 +80,4 @@ def test_every_setting_is_an_option_and_a_variable() -> None:
 
 
 def test_readme_table_is_current() -> None:
-    assert settings_table() in README.read_text(encoding="utf-8")
+    assert settings_table() in README.read_text(encoding="utf-8"), "run `make docs`"

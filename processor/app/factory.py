@@ -26,7 +26,9 @@ from typing import Any, cast
 import faust
 
 from processor import __version__
+from processor.api import register_routes
 from processor.app.metrics import Metrics
+from processor.app.operations import Operations
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.tables import monotonic_table
 from processor.contracts.outputs import Record
@@ -49,6 +51,7 @@ class JourneyApp:
     metrics: Metrics
     states: Any
     chunks: Any
+    operations: Operations
 
 
 def faust_options(settings: Settings) -> dict[str, Any]:
@@ -62,7 +65,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "datadir": str(settings.data_dir),
         "web_port": settings.web_port,
         "web_bind": settings.web_bind,
-        "web_host": "127.0.0.1" if settings.web_bind in ("0.0.0.0", "127.0.0.1") else None,
+        "web_host": settings.web_host,
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "broker_session_timeout": settings.session_timeout,
@@ -131,6 +134,7 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         send_dead_letter=sender(dead_letters),
         metrics=metrics,
     )
+    operations = Operations(app, settings, model, metrics, states)
     engine = Engine(
         model=model,
         states=states,
@@ -139,6 +143,7 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         send_dead_letter=sender(dead_letters),
         ce_source=f"/journey-processor/{settings.app_id}",
         metrics=metrics,
+        on_state_written=operations.counts.move,
     )
 
     @app.agent(sources, name="router", concurrency=1)
@@ -158,7 +163,10 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         model.version,
         settings.partitions,
     )
-    return JourneyApp(settings, model, app, router, engine, metrics, states, chunks)
+    operations.install()
+    journey = JourneyApp(settings, model, app, router, engine, metrics, states, chunks, operations)
+    register_routes(journey)
+    return journey
 
 
 def _position(message: Any, value: bytes | None) -> InputRecord:

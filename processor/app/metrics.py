@@ -1,45 +1,98 @@
-"""Prometheus metrics of the processing path.
+"""Prometheus metrics of a worker, in base units (seconds), with closed label sets.
 
-Labels are closed sets: event types outside the journey definition are counted
-under ``type="other"``, and no customer or event id is ever a label.
+Event types outside the journey definition are counted under ``type="other"``,
+and no customer or event id is ever a label. Faust's own Prometheus sensors
+report milliseconds and are not used.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from processor import __version__
+
+LAG_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
+"""Event-time lag spans real time (seconds) to replayed history (months)."""
 
 
 class Metrics:
-    """The counters the router and the engine update; one instance per app."""
+    """Everything a worker exposes at ``/metrics``; one instance per app."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
         self.events = Counter(
             "journey_events",
             "Input events by topic, type and outcome (applied, duplicate, ignored, dead_lettered)",
             ["topic", "type", "outcome"],
-            registry=self.registry,
+            registry=r,
         )
         self.dead_letters = Counter(
             "journey_dead_letters",
             "Input records sent to the dead-letter topic, by input topic and reason",
             ["topic", "reason"],
-            registry=self.registry,
+            registry=r,
         )
         self.stage_changes = Counter(
             "journey_stage_changes",
-            "Stage changes emitted (re-emissions of duplicates excluded)",
+            "Stage changes emitted (re-emissions of replayed events excluded)",
             ["from_stage", "to_stage"],
-            registry=self.registry,
+            registry=r,
         )
         self.reemitted = Counter(
             "journey_stage_changes_reemitted",
             "Stage changes sent again because their event was replayed",
-            registry=self.registry,
+            registry=r,
+        )
+        self.processing_seconds = Histogram(
+            "journey_event_processing_seconds",
+            "Time to apply one event in the engine, state lookups included",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1),
+            registry=r,
+        )
+        self.event_time_lag = Histogram(
+            "journey_event_time_lag_seconds",
+            "Now minus the event's occurred_at, when the engine applies it",
+            buckets=LAG_BUCKETS,
+            registry=r,
         )
         self.bundle_seconds = Histogram(
             "journey_bundle_processing_seconds",
-            "Time to apply one bundle of events in the engine",
+            "Time to apply one bundle of events (the unit of state writes)",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-            registry=self.registry,
+            registry=r,
         )
+        self.consumer_lag = Gauge(
+            "journey_consumer_lag",
+            "Records not yet committed by this worker: end offset minus committed offset",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "journey_rebalances", "Partition assignments this worker received", registry=r
+        )
+        self.assigned_partitions = Gauge(
+            "journey_assigned_partitions",
+            "Partitions of the processor's topics assigned to this worker",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "journey_build_info", "The running version", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
+
+    def add_collector(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
+        """Gauges computed at scrape time (customers per stage, recovery, readiness)."""
+        self.registry.register(_Callback(collect))
+
+
+class _Callback(Collector):
+    def __init__(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return self._collect()

@@ -55,6 +55,9 @@ BUNDLE_MAX_EVENTS = 500
 Send = Callable[[Record, int | None], Awaitable[None]]
 """Sends a record, to a given partition or (None) by key."""
 
+StateWritten = Callable[[int, "CustomerState | None", "CustomerState"], None]
+"""Told (partition, before, after) on every state write: keeps the local funnel current."""
+
 
 Table = MutableMapping[bytes, bytes]
 """A Faust table with raw keys and values (or a dict, in unit tests)."""
@@ -158,8 +161,10 @@ class Engine:
         send_dead_letter: Send,
         ce_source: str,
         metrics: Metrics,
+        on_state_written: StateWritten | None = None,
     ) -> None:
         self.model = model
+        self.on_state_written = on_state_written
         self.states = states
         self.chunks = chunks
         self.send_change = send_change
@@ -189,10 +194,12 @@ class Engine:
         self, customer_id: str, events: Sequence[Event], position: InputRecord
     ) -> None:
         key = customer_id.encode()
+        metrics = self.metrics
         raw = self.states.get(key)
         state = before = decode_state(raw) if raw is not None else None
         archive = _Archive(self.chunks, customer_id)
         for event in events:
+            started = time.perf_counter()
             try:
                 if state is not None and archive.holds(state, event.event_id):
                     step = replay(state, event.event_id)
@@ -201,8 +208,10 @@ class Engine:
             except Exception as exc:
                 await self._dead_letter(position, encode_bundle([event]), exc)
                 continue
+            metrics.processing_seconds.observe(time.perf_counter() - started)
+            metrics.event_time_lag.observe(time.time() - event.occurred_at.timestamp())
             state = step.state
-            self.metrics.events.labels(
+            metrics.events.labels(
                 event.topic, type_label(self.model, event.source, event.type), step.outcome
             ).inc()
             for output in step.outputs:
@@ -212,6 +221,8 @@ class Engine:
                     archive.seal(output)
         if state is not None and state is not before:
             self.states[key] = encode_state(state)
+            if self.on_state_written is not None:
+                self.on_state_written(position.partition, before, state)
 
     async def _send(self, change: StageChange, *, again: bool) -> None:
         await self.send_change(encode_stage_change(change, self.ce_source), None)
