@@ -134,7 +134,7 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         send_dead_letter=sender(dead_letters),
         metrics=metrics,
     )
-    operations = Operations(app, settings, model, metrics, states)
+    operations = Operations(app, settings, model, metrics, states, (states, chunks))
     engine = Engine(
         model=model,
         states=states,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -36,6 +36,7 @@ class Operations:
     model: JourneyModel
     metrics: Metrics
     states: Any
+    tables: tuple[Any, ...] = ()
     counts: StageCounts = field(default_factory=StageCounts)
     rebalance_completed: bool = False
     counted_generation: int = -1
@@ -65,6 +66,8 @@ class Operations:
         """Connect to Faust's rebalance signals, start the timers, register the gauges."""
         cast(Any, self.app.on_partitions_assigned).connect(self._on_assigned)
         cast(Any, self.app.on_rebalance_complete).connect(self._on_rebalance_complete)
+        cast(Any, self.app.on_partitions_revoked).connect(self._on_revoked)
+        cast(Any, self.app.on_before_shutdown).connect(self._on_shutdown)
         self.app.timer(interval=2.0)(self._recount_after_rebalance)
         self.app.timer(interval=5.0)(self._measure_lag)
         self.metrics.add_collector(self.collect)
@@ -82,6 +85,30 @@ class Operations:
         self, sender: Any, *_: Any, signal: Any = None, **__: Any
     ) -> None:
         self.rebalance_completed = True
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any = None, **kw: Any) -> None:
+        """Mark the end of every table partition this worker gives up (see MARKER_KEY).
+
+        Faust has drained the streams and flushed the producer by now, and with
+        eager rebalancing no other worker gets these partitions before this one
+        rejoins, so the markers are on the broker before anyone recovers them.
+        """
+        revoked = args[0] if args else kw.get("revoked", set())
+        await self._mark_handover(
+            {tp.partition for tp in revoked if tp.topic == self.settings.events_topic}
+        )
+
+    async def _on_shutdown(self, sender: Any, *_: Any, signal: Any = None, **__: Any) -> None:
+        await self._mark_handover(self.counts.by_partition.keys())
+
+    async def _mark_handover(self, partitions: Iterable[int]) -> None:
+        partitions = sorted(partitions)
+        if not partitions or not self.tables:
+            return
+        await self.app.producer.flush()
+        for table in self.tables:
+            table.mark_handover(partitions)
+        await self.app.producer.flush()
 
     async def _recount_after_rebalance(self) -> None:
         if self.readiness()[0] and self.counted_generation != self.generation:

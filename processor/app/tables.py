@@ -22,6 +22,14 @@ import faust
 Version = Callable[[bytes], int]
 """The version of a stored value; a later write of a key always has a higher one."""
 
+MARKER_KEY = b"\x00journey:handover"
+"""Key of the record written to a changelog partition when its worker gives it up.
+
+The embedded broker reports a partition's end offset as the first record of the
+last batch, so a worker recovering a moved partition could stop short of the
+final writes. A lone marker written after a flush is that last batch: every
+real write lies before it. Recovery skips the marker itself."""
+
 
 class MonotonicTable(faust.Table[bytes, bytes]):
     """A bytes-to-bytes table whose recovery keeps a key's newest value."""
@@ -31,7 +39,20 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         self._version = version
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        super().apply_changelog_batch([e for e in batch if not self._is_stale(e.message)])
+        super().apply_changelog_batch(
+            [e for e in batch if e.message.key != MARKER_KEY and not self._is_stale(e.message)]
+        )
+
+    def mark_handover(self, partitions: Iterable[int]) -> None:
+        """Queue a marker on each changelog partition; the caller flushes the producer."""
+        for partition in partitions:
+            self.changelog_topic.send_soon(
+                key=MARKER_KEY,
+                value=b"{}",
+                partition=partition,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
 
     def _is_stale(self, message: Any) -> bool:
         if message.value is None:

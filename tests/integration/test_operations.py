@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,10 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
@@ -20,6 +24,25 @@ from tests.integration.kafka import Collector, Received, produce
 pytestmark = pytest.mark.integration
 
 ODD_ID = "ünï/çødé id?#%"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+OPENAPI_ID = "https://journey-processor.dev/schemas/api/openapi.json"
+
+
+def openapi_validator(component: str) -> Draft202012Validator:
+    """Validate against a component of schemas/openapi.json (which refers to stage-change.v1)."""
+    openapi = json.loads((SCHEMAS / "api" / "openapi.json").read_text())
+    stage_change = json.loads((SCHEMAS / "stage-change.v1.json").read_text())
+    registry: Registry[Any] = Registry().with_resources(
+        [
+            (OPENAPI_ID, DRAFT202012.create_resource(openapi)),
+            (stage_change["$id"], DRAFT202012.create_resource(stage_change)),
+        ]
+    )
+    return Draft202012Validator(
+        {"$ref": f"{OPENAPI_ID}#/components/schemas/{component}"},
+        registry=registry,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
 
 
 def population(customers: int) -> list[Sent]:
@@ -143,6 +166,7 @@ async def test_two_workers_answer_for_every_customer_and_sum_the_funnel(
 
     # Any worker answers for any customer (forwarding to the owner), ids URL-encoded.
     served_by: set[str] = set()
+    customer_schema = openapi_validator("Customer")
     for customer, state in expected.items():
         for url in (url_a, url_b):
             status, body = await wait_for(
@@ -151,6 +175,7 @@ async def test_two_workers_answer_for_every_customer_and_sum_the_funnel(
                 f"{customer} from {url}",
             )
             assert status == 200, body
+            customer_schema.validate(body)
             assert body["customer_id"] == customer
             assert (body["stage"], body["cycle"]) == (state.stage, state.cycle)
             assert body["recent_changes"][-1]["to_stage"] == state.stage
@@ -159,6 +184,7 @@ async def test_two_workers_answer_for_every_customer_and_sum_the_funnel(
 
     status, body = await get(url_a + "/customers/" + quote("nobody-at-all", safe=""))
     assert status == 404 and body["customer_id"] == "nobody-at-all"
+    openapi_validator("Error").validate(body)
 
     # The funnel sums over both workers, from either of them.
     by_stage = {stage: 0 for stage in ("need_recognition", "evaluation", "purchase")}
@@ -171,6 +197,7 @@ async def test_two_workers_answer_for_every_customer_and_sum_the_funnel(
             return body if status == 200 and body["customers"] == len(expected) else None
 
         body = await wait_for(funnel, 60, f"funnel from {url}")
+        openapi_validator("Funnel").validate(body)
         assert {k: v for k, v in body["stages"].items() if v} == {
             k: v for k, v in by_stage.items() if v
         }
