@@ -17,6 +17,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from processor.settings import Settings
+from tests.deploy.exposed_metrics import EXPOSED, normalise
 from tests.integration.conftest import WorkerProcess, start_worker
 from tests.integration.journeys import Sent, event, expected_final, to_records
 from tests.integration.kafka import Collector, Received, produce
@@ -127,6 +128,7 @@ async def test_two_workers_answer_for_every_customer_and_sum_the_funnel(
     expected = expected_final(settings, sent)
     async with Collector(settings, settings.stage_changes_topic) as changes:
         await produce(settings, to_records(settings, sent))
+        await produce(settings, [(settings.support_topic, b"k", b"not json")])
 
         def done(records: list[Received]) -> bool:
             latest: dict[str, dict[str, Any]] = {}
@@ -140,14 +142,23 @@ async def test_two_workers_answer_for_every_customer_and_sum_the_funnel(
         await changes.wait_until(done, 90, "all customers at their final stage")
 
     # Counters moved as the events flowed through worker a.
-    status, text = await get(url_a + "/metrics")
-    after = samples(text)
+    async def scrape_with_lag() -> Any:
+        """Consumer lag is sampled every few seconds; wait for its first sample."""
+        status, text = await get(url_a + "/metrics")
+        found = samples(text)
+        return found if status == 200 and "journey_consumer_lag" in found else None
+
+    after = await wait_for(scrape_with_lag, 30, "consumer lag in /metrics")
+    # Everything the dashboard and the alert rules use is really exposed.
+    scraped = {normalise(name) for name in after}
+    assert scraped >= EXPOSED, sorted(EXPOSED - scraped)
     applied = total(after, "journey_events_total", outcome="applied")
     assert applied - total(before, "journey_events_total", outcome="applied") == len(sent)
     assert total(after, "journey_stage_changes_total") >= len(expected)
     assert total(after, "journey_event_processing_seconds_count") == applied
     assert total(after, "journey_event_time_lag_seconds_count") == applied
     assert total(after, "journey_rebalances_total") >= 1
+    assert total(after, "journey_dead_letters_total", reason="not_json") == 1
 
     # A second worker joins the group; both become ready and split the partitions.
     b = start_worker(workers, settings, tmp_path, "b")
