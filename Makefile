@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+CODE   := processor tests $(wildcard bench)
 
 .PHONY: help demo test lint unit integration bench broker worker docs clean
 
@@ -27,8 +28,8 @@ demo: $(BIN)/journey
 	$(BIN)/journey demo
 
 lint: $(BIN)/journey
-	$(BIN)/ruff check processor tests bench
-	$(BIN)/ruff format --check processor tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
 test: lint
