@@ -55,6 +55,10 @@ class Settings:
     support_topic: str = _opt("journey.support", "Input topic of support events")
     stage_changes_topic: str = _opt("journey.stage-changes", "Output topic of stage changes")
     dead_letter_topic: str = _opt("journey.dead-letter", "Output topic of unusable input records")
+    triggers_topic: str = _opt("journey.triggers", "Output topic of marketing triggers")
+    timer_interval: float = _opt(
+        1.0, "Seconds between checks for due absence timers (how late a timer may fire)"
+    )
     session_timeout: float = _opt(
         10.0, "Consumer group session timeout in seconds (how fast a dead worker is noticed)"
     )

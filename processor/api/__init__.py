@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from processor.app.funnel import funnel_document, merge_funnels
-from processor.contracts.outputs import rfc3339, stage_change_document
+from processor.contracts.outputs import rfc3339, stage_change_document, trigger_document
 from processor.contracts.state import decode_state
 
 if TYPE_CHECKING:
@@ -87,6 +87,11 @@ def register_routes(journey: JourneyApp) -> None:
                 "purchase_at": None if state.purchase_at is None else rfc3339(state.purchase_at),
                 "applied_events": state.applied_count,
                 "recent_changes": [stage_change_document(c) for c in state.recent_changes],
+                "pending_timers": [
+                    {"trigger": t.rule, "deadline": rfc3339(t.deadline), "evidence": [t.anchor]}
+                    for t in state.triggers.timers
+                ],
+                "recent_triggers": [trigger_document(t) for t in state.triggers.recent],
                 "model": journey.model.label,
                 "served_by": str(own_url()),
             }

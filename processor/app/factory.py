@@ -31,6 +31,7 @@ from processor.app.metrics import Metrics
 from processor.app.operations import Operations
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.tables import monotonic_table
+from processor.app.timers import TimerIndex
 from processor.contracts.outputs import Record
 from processor.contracts.state import state_version
 from processor.engine import JourneyModel, Source, load_model
@@ -97,6 +98,7 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
     sources = app.topic(*settings.source_topics, **raw)
     events = app.topic(settings.events_topic, partitions=settings.partitions, internal=True, **raw)
     stage_changes = app.topic(settings.stage_changes_topic, **raw)
+    triggers = app.topic(settings.triggers_topic, **raw)
     dead_letters = app.topic(settings.dead_letter_topic, **raw)
 
     states = monotonic_table(
@@ -134,13 +136,18 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         send_dead_letter=sender(dead_letters),
         metrics=metrics,
     )
-    operations = Operations(app, settings, model, metrics, states, (states, chunks))
+    timers = TimerIndex()
+    operations = Operations(
+        app, settings, model, metrics, states, (states, chunks), timers=timers, events=events
+    )
     engine = Engine(
         model=model,
         states=states,
         chunks=chunks,
         send_change=sender(stage_changes),
+        send_trigger=sender(triggers),
         send_dead_letter=sender(dead_letters),
+        timers=timers,
         ce_source=f"/journey-processor/{settings.app_id}",
         metrics=metrics,
         on_state_written=operations.counts.move,

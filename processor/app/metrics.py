@@ -66,6 +66,18 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
+        self.triggers = Counter(
+            "journey_triggers",
+            "Triggers fired, by rule (re-emissions of replayed input excluded)",
+            ["trigger"],
+            registry=r,
+        )
+        self.timer_lateness = Histogram(
+            "journey_timer_lateness_seconds",
+            "How far past its deadline the partition's clock was when an absence timer fired",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400),
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "journey_consumer_lag",
             "Records not yet committed by this worker: end offset minus committed offset",

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
@@ -17,11 +20,16 @@ from prometheus_client.core import GaugeMetricFamily
 from processor.app.funnel import StageCounts
 from processor.app.metrics import Metrics
 from processor.app.pipeline import partition_for
+from processor.app.timers import TICK_PREFIX, TimerIndex
+from processor.contracts.bundle import Tick, encode_tick
 from processor.contracts.state import decode_state
-from processor.engine import JourneyModel
+from processor.engine import CustomerState, JourneyModel
 from processor.settings import Settings
 
 log = logging.getLogger(__name__)
+
+TICK_RETRY_SECONDS = 30.0
+"""A tick not applied within this long (lost in a crash) is sent again."""
 
 SCAN_YIELD_EVERY = 2000
 """Keys counted between yields to the event loop while recounting after a rebalance."""
@@ -37,6 +45,10 @@ class Operations:
     metrics: Metrics
     states: Any
     tables: tuple[Any, ...] = ()
+    timers: TimerIndex = field(default_factory=TimerIndex)
+    events: Any = None
+    """The internal events topic: timer ticks are sent on it, to the partition they are for."""
+    ticks_in_flight: dict[int, float] = field(default_factory=dict)
     counts: StageCounts = field(default_factory=StageCounts)
     rebalance_completed: bool = False
     counted_generation: int = -1
@@ -70,6 +82,7 @@ class Operations:
         cast(Any, self.app.on_before_shutdown).connect(self._on_shutdown)
         self.app.timer(interval=2.0)(self._recount_after_rebalance)
         self.app.timer(interval=5.0)(self._measure_lag)
+        self.app.timer(interval=self.settings.timer_interval)(self._tick)
         self.metrics.add_collector(self.collect)
 
     async def _on_assigned(self, sender: Any, *args: Any, signal: Any = None, **kw: Any) -> None:
@@ -121,19 +134,70 @@ class Operations:
         """Count customers per stage from the local table (after each rebalance only)."""
         generation = self.generation
         owned = self.engine_partitions()
-        places: dict[int, list[tuple[str, int]]] = {p: [] for p in owned}
+        found: dict[int, list[CustomerState]] = {p: [] for p in owned}
         for n, (key, raw) in enumerate(self.states.items()):
             if n % SCAN_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             partition = partition_for(key.decode(), self.settings.partitions)
-            if partition in places:
-                state = decode_state(raw)
-                places[partition].append((state.stage, state.cycle))
+            if partition in found:
+                found[partition].append(decode_state(raw))
         if generation == self.generation:  # no rebalance while counting
-            for partition, found in places.items():
-                self.counts.replace_partition(partition, found)
+            for partition, states in found.items():
+                self.counts.replace_partition(partition, [(s.stage, s.cycle) for s in states])
+                self.timers.rebuild(partition, states)
             self.counts.keep_only(owned)
+            self.timers.keep_only(owned)
             self.counted_generation = generation
+
+    async def _tick(self) -> None:
+        """Send a timer tick to each owned partition whose next deadline has come.
+
+        The partition's clock is its event-time watermark while input is waiting,
+        and the wall clock once this worker has read everything (see timers.py).
+        """
+        if not self.readiness()[0] or self.counted_generation != self.generation:
+            return
+        wall = datetime.now(UTC)
+        caught_up = await self._caught_up()
+        for partition in sorted(self.engine_partitions()):
+            now = wall if caught_up.get(partition, False) else self.timers.watermarks.get(partition)
+            due = self.timers.next_due(partition)
+            if now is None or due is None or due > now:
+                continue
+            sent_at = self.ticks_in_flight.get(partition)
+            if sent_at is not None and time.monotonic() - sent_at < TICK_RETRY_SECONDS:
+                continue  # the last tick has not been applied yet
+            self.ticks_in_flight[partition] = time.monotonic()
+            tick = Tick(f"{TICK_PREFIX}{uuid.uuid4()}", now)
+            await self.events.send(
+                key=None, value=encode_tick(tick), partition=partition, force=True
+            )
+
+    def tick_applied(self, partition: int) -> None:
+        self.ticks_in_flight.pop(partition, None)
+
+    async def _caught_up(self) -> dict[int, bool]:
+        """Per owned events partition: nothing left to read there, nor on this worker's inputs."""
+        consumer = self.app.consumer
+        sources_done = True
+        done: dict[int, bool] = {}
+        for tp in consumer.assignment():
+            if (
+                tp.topic not in self.settings.source_topics
+                and tp.topic != self.settings.events_topic
+            ):
+                continue
+            try:
+                position = await consumer.position(tp)
+                end = consumer.highwater(tp)
+            except Exception:  # not fetched yet: not known to be caught up
+                position, end = None, None
+            behind = position is None or end is None or position < end
+            if tp.topic == self.settings.events_topic:
+                done[tp.partition] = not behind
+            elif behind:
+                sources_done = False
+        return {p: d and sources_done for p, d in done.items()}
 
     def measure_lag(self) -> None:
         consumer = self.app.consumer
@@ -173,4 +237,9 @@ class Operations:
         )
         yield GaugeMetricFamily(
             "journey_ready", "1 when this worker is ready (see /readyz)", value=self.readiness()[0]
+        )
+        yield GaugeMetricFamily(
+            "journey_timers_pending",
+            "Absence timers armed in the customer state on this worker",
+            value=self.timers.pending_total(),
         )

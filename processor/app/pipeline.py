@@ -26,9 +26,15 @@ from dataclasses import dataclass
 from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
-from processor.contracts.bundle import decode_bundle, encode_bundle
+from processor.app.timers import TimerIndex
+from processor.contracts.bundle import Tick, decode_message, encode_bundle
 from processor.contracts.inputs import Rejection, decode_event
-from processor.contracts.outputs import Record, encode_dead_letter, encode_stage_change
+from processor.contracts.outputs import (
+    Record,
+    encode_dead_letter,
+    encode_stage_change,
+    encode_trigger,
+)
 from processor.contracts.state import (
     chunk_key,
     decode_chunk,
@@ -43,9 +49,12 @@ from processor.engine import (
     JourneyModel,
     Source,
     StageChange,
+    Step,
     apply,
     replay,
 )
+from processor.engine.core import fire_due
+from processor.engine.triggers import TriggerFired
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +167,18 @@ class Engine:
         states: Table,
         chunks: Table,
         send_change: Send,
+        send_trigger: Send,
         send_dead_letter: Send,
         ce_source: str,
         metrics: Metrics,
+        timers: TimerIndex,
         on_state_written: StateWritten | None = None,
+        on_tick_applied: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
+        self.timers = timers
+        self.on_tick_applied = on_tick_applied
+        self.send_trigger = send_trigger
         self.on_state_written = on_state_written
         self.states = states
         self.chunks = chunks
@@ -176,9 +191,12 @@ class Engine:
         """Apply one bundle; ``position`` is where it was read, for dead letters."""
         started = time.perf_counter()
         try:
-            events = decode_bundle(raw)
+            events, tick = decode_message(raw)
         except Exception as exc:
             await self._dead_letter(position, raw, exc)
+            return
+        if tick is not None:
+            await self._apply_tick(tick, position)
             return
         by_customer: dict[str, list[Event]] = defaultdict(list)
         for event in events:
@@ -210,19 +228,62 @@ class Engine:
                 continue
             metrics.processing_seconds.observe(time.perf_counter() - started)
             metrics.event_time_lag.observe(time.time() - event.occurred_at.timestamp())
+            self.timers.observe(position.partition, event.occurred_at)
             state = step.state
             metrics.events.labels(
                 event.topic, type_label(self.model, event.source, event.type), step.outcome
             ).inc()
             for output in step.outputs:
-                if isinstance(output, StageChange):
-                    await self._send(output, again=step.outcome == "duplicate")
-                elif isinstance(output, ChunkSealed):
+                if isinstance(output, ChunkSealed):
                     archive.seal(output)
+            await self._send_outputs(step)
         if state is not None and state is not before:
-            self.states[key] = encode_state(state)
-            if self.on_state_written is not None:
-                self.on_state_written(position.partition, before, state)
+            self._write(key, position.partition, before, state)
+
+    async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
+        """Fire the partition's due timers; a replayed tick re-emits what it fired."""
+        partition = position.partition
+        customers = dict.fromkeys(self.timers.pop_due(partition, tick.now))
+        customers.update(dict.fromkeys(self.timers.fired_by(partition, tick.id)))
+        fired: set[str] = set()
+        for customer_id in customers:
+            key = customer_id.encode()
+            raw = self.states.get(key)
+            if raw is None:
+                continue
+            state = decode_state(raw)
+            step = fire_due(state, tick.now, tick.id, self.model)
+            if step.outputs:
+                fired.add(customer_id)
+            for output in step.outputs:
+                if isinstance(output, TriggerFired) and step.outcome == "applied":
+                    lateness = (tick.now - output.fired_at).total_seconds()
+                    self.metrics.timer_lateness.observe(max(0.0, lateness))
+            await self._send_outputs(step)
+            if step.state is not None and step.state is not state:
+                self._write(key, partition, state, step.state)
+        if fired:
+            self.timers.record_tick(partition, tick.id, fired)
+        if self.on_tick_applied is not None:
+            self.on_tick_applied(partition)
+
+    def _write(
+        self, key: bytes, partition: int, before: CustomerState | None, after: CustomerState
+    ) -> None:
+        self.states[key] = encode_state(after)
+        self.timers.on_state_written(partition, before, after)
+        if self.on_state_written is not None:
+            self.on_state_written(partition, before, after)
+
+    async def _send_outputs(self, step: Step) -> None:
+        again = step.outcome == "duplicate"
+        for output in step.outputs:
+            if isinstance(output, StageChange):
+                await self._send(output, again=again)
+            elif isinstance(output, TriggerFired):
+                await self.send_trigger(encode_trigger(output, self.ce_source), None)
+                if not again:
+                    self.metrics.triggers.labels(output.trigger).inc()
 
     async def _send(self, change: StageChange, *, again: bool) -> None:
         await self.send_change(encode_stage_change(change, self.ce_source), None)

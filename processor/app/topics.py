@@ -24,6 +24,7 @@ def public_topics(settings: Settings) -> list[str]:
     return [
         *settings.source_topics,
         settings.stage_changes_topic,
+        settings.triggers_topic,
         settings.dead_letter_topic,
     ]
 

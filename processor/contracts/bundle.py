@@ -9,6 +9,7 @@ events per stream iteration and writes each customer's state once per bundle.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,12 +32,43 @@ def _event_document(event: Event) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Fire the partition's absence timers due at ``now`` (event time); ``id`` names this tick.
+
+    Ticks travel on the events topic, in order with the events of their
+    partition, so timers fire in-stream; a replayed tick keeps its id.
+    """
+
+    id: str
+    now: datetime
+
+
 def encode_bundle(events: list[Event]) -> bytes:
     return orjson.dumps({"v": BUNDLE_VERSION, "events": [_event_document(e) for e in events]})
 
 
-def decode_bundle(raw: bytes) -> list[Event]:
+def encode_tick(tick: Tick) -> bytes:
+    return orjson.dumps(
+        {"v": BUNDLE_VERSION, "events": [], "tick": {"id": tick.id, "now": tick.now}}
+    )
+
+
+def decode_message(raw: bytes) -> tuple[list[Event], Tick | None]:
+    """The events of a bundle, and its tick if it is one."""
     doc = orjson.loads(raw)
+    tick = doc.get("tick")
+    events = _events(doc)
+    if tick is None:
+        return events, None
+    return events, Tick(tick["id"], datetime.fromisoformat(tick["now"]))
+
+
+def decode_bundle(raw: bytes) -> list[Event]:
+    return _events(orjson.loads(raw))
+
+
+def _events(doc: dict[str, Any]) -> list[Event]:
     if doc.get("v") != BUNDLE_VERSION:
         raise ValueError(f"unknown bundle version {doc.get('v')!r}")
     return [

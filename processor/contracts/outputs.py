@@ -15,9 +15,13 @@ from typing import Any
 import orjson
 
 from processor.engine import StageChange
+from processor.engine.triggers import TriggerFired
 
 STAGE_CHANGED_TYPE = "io.journey-processor.stage_changed.v1"
 """CloudEvents ``type`` of a stage change. A breaking change means a new ``.vN``."""
+
+TRIGGER_TYPE = "io.journey-processor.trigger.v1"
+"""CloudEvents ``type`` of a trigger."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -65,16 +69,50 @@ def encode_stage_change(change: StageChange, source: str) -> Record:
     ``source`` is the CloudEvents source (a URI reference naming this processor).
     """
     document = stage_change_document(change)
-    headers: Headers = [
+    headers = _cloudevent_headers(
+        document["id"], source, STAGE_CHANGED_TYPE, document["changed_at"], change.customer_id
+    )
+    return Record(change.customer_id.encode(), orjson.dumps(document), headers)
+
+
+def trigger_document(trigger: TriggerFired) -> dict[str, Any]:
+    return {
+        "id": trigger.id,
+        "trigger": trigger.trigger,
+        "customer_id": trigger.customer_id,
+        "cycle": trigger.cycle,
+        "stage": trigger.stage,
+        "fired_at": rfc3339(trigger.fired_at),
+        "reason": trigger.reason,
+        "evidence": list(trigger.evidence),
+        "model": {"name": trigger.model_name, "version": trigger.model_version},
+    }
+
+
+def encode_trigger(trigger: TriggerFired, source: str) -> Record:
+    """A trigger record, keyed by customer, with CloudEvents binary-mode headers."""
+    document = trigger_document(trigger)
+    return Record(
+        trigger.customer_id.encode(),
+        orjson.dumps(document),
+        _cloudevent_headers(
+            document["id"], source, TRIGGER_TYPE, document["fired_at"], trigger.customer_id
+        ),
+    )
+
+
+def _cloudevent_headers(
+    event_id: str, source: str, ce_type: str, time: str, subject: str
+) -> Headers:
+    return [
         ("ce_specversion", b"1.0"),
-        ("ce_id", document["id"].encode()),
+        ("ce_id", event_id.encode()),
         ("ce_source", source.encode()),
-        ("ce_type", STAGE_CHANGED_TYPE.encode()),
-        ("ce_time", document["changed_at"].encode()),
-        ("ce_subject", change.customer_id.encode()),
+        ("ce_type", ce_type.encode()),
+        ("ce_time", time.encode()),
+        ("ce_subject", subject.encode()),
         ("content-type", b"application/json"),
     ]
-    return Record(change.customer_id.encode(), orjson.dumps(document), headers)
 
 
 def encode_dead_letter(

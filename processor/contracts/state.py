@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from processor.engine import CustomerState, StageChange, SupportContact, TriggerRef
+from processor.engine.triggers import Fired, Timer, TriggerFired, TriggerState
 
 STATE_VERSION = 1
 
@@ -68,6 +69,63 @@ def _change_from_row(customer_id: str, row: list[Any]) -> StageChange:
     )
 
 
+def _triggers_doc(state: TriggerState) -> dict[str, Any] | None:
+    if not (state.timers or state.fired or state.recent):
+        return None
+    return {
+        "timers": [[t.rule, t.deadline, t.anchor] for t in state.timers],
+        "fired": [[f.rule, f.cycle, f.count, f.last_at] for f in state.fired],
+        "recent": [
+            [
+                t.trigger,
+                t.cycle,
+                t.occurrence,
+                t.stage,
+                t.fired_at,
+                t.reason,
+                list(t.evidence),
+                t.model_name,
+                t.model_version,
+                t.caused_by,
+            ]
+            for t in state.recent
+        ],
+    }
+
+
+def _triggers_from(customer_id: str, doc: dict[str, Any] | None) -> TriggerState:
+    if not doc:
+        return TriggerState()
+    return TriggerState(
+        timers=tuple(
+            Timer(rule, datetime.fromisoformat(deadline), anchor)
+            for rule, deadline, anchor in doc["timers"]
+        ),
+        fired=tuple(
+            Fired(rule, cycle, count, datetime.fromisoformat(last_at))
+            for rule, cycle, count, last_at in doc["fired"]
+        ),
+        recent=tuple(
+            TriggerFired(
+                trigger=name,
+                customer_id=customer_id,
+                cycle=cycle,
+                occurrence=occurrence,
+                stage=stage,
+                fired_at=datetime.fromisoformat(fired_at),
+                reason=reason,
+                evidence=tuple(evidence),
+                model_name=mn,
+                model_version=mv,
+                caused_by=by,
+            )
+            for name, cycle, occurrence, stage, fired_at, reason, evidence, mn, mv, by in doc[
+                "recent"
+            ]
+        ),
+    )
+
+
 def encode_state(state: CustomerState) -> bytes:
     support = state.last_support
     return orjson.dumps(
@@ -91,7 +149,10 @@ def encode_state(state: CustomerState) -> bytes:
                 support.type,
                 support.occurred_at,
                 support.after_purchase,
+                support.source,
+                dict(support.properties),
             ],
+            "triggers": _triggers_doc(state.triggers),
         }
     )
 
@@ -116,8 +177,14 @@ def decode_state(raw: bytes) -> CustomerState:
         last_support=None
         if support is None
         else SupportContact(
-            support[0], support[1], support[2], datetime.fromisoformat(support[3]), support[4]
+            support[0],
+            support[1],
+            support[2],
+            datetime.fromisoformat(support[3]),
+            support[4],
+            *support[5:7],
         ),
+        triggers=_triggers_from(customer_id, doc.get("triggers")),
     )
 
 

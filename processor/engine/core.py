@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 from processor.engine.model import FixedEvidence, JourneyModel, Source, Stage
+from processor.engine.triggers import Context, TriggerFired, TriggerState, on_applied, on_tick
 
 DEDUPE_CHUNK = 32
 """Event ids are remembered in chunks of this many; the open chunk lives in the state."""
@@ -107,6 +108,20 @@ class SupportContact:
     type: str
     occurred_at: datetime
     after_purchase: Stage
+    source: Source = "support"
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_event(self, customer_id: str) -> Event:
+        """The contact as the event it was, for trigger rules that look at it again later."""
+        return Event(
+            self.event_id,
+            customer_id,
+            self.source,
+            self.topic,
+            self.type,
+            self.occurred_at,
+            self.properties,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +138,7 @@ class ChunkSealed:
         return self.index - DEDUPE_KEEP_CHUNKS
 
 
-Output = StageChange | ChunkSealed
+Output = StageChange | TriggerFired | ChunkSealed
 Outcome = Literal["applied", "duplicate", "ignored"]
 
 
@@ -142,6 +157,7 @@ class CustomerState:
     recent_event_ids: tuple[str, ...] = ()
     recent_changes: tuple[StageChange, ...] = ()
     last_support: SupportContact | None = None
+    triggers: TriggerState = field(default_factory=TriggerState)
 
     @property
     def sealed_chunks(self) -> range:
@@ -176,7 +192,13 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
         target = evidence.stage
     else:
         support = SupportContact(
-            event.event_id, event.topic, event.type, event.occurred_at, evidence.after_purchase
+            event.event_id,
+            event.topic,
+            event.type,
+            event.occurred_at,
+            evidence.after_purchase,
+            event.source,
+            event.properties,
         )
         purchase_at = state.purchase_at if state is not None else None
         after = purchase_at is not None and event.occurred_at >= purchase_at
@@ -196,7 +218,8 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
             last_support=support,
         )
         fresh, first = _move(fresh, target, event.occurred_at, trigger, model, cycle=1)
-        return _remember(fresh, event, (first,))
+        fresh, fired = _triggers(None, fresh, (first,), event, target, model)
+        return _remember(fresh, event, (first, *fired))
 
     moved, changes = _transition(state, event, target, trigger, model, support is None)
     if support is not None and (
@@ -207,13 +230,78 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
         moved, changes = _after_purchase(moved, model, changes)
     if event.occurred_at > moved.last_event_at:
         moved = replace(moved, last_event_at=event.occurred_at)
-    return _remember(moved, event, changes)
+    moved, fired = _triggers(state, moved, changes, event, target, model)
+    return _remember(moved, event, (*changes, *fired))
 
 
 def replay(state: CustomerState, event_id: str) -> Step:
-    """A duplicate: change nothing, and re-emit the stage changes this event caused."""
-    again = tuple(c for c in state.recent_changes if c.caused_by == event_id)
-    return Step(state, again, "duplicate")
+    """A duplicate: change nothing, and re-emit the stage changes and triggers it caused."""
+    changes = tuple(c for c in state.recent_changes if c.caused_by == event_id)
+    fired = tuple(t for t in state.triggers.recent if t.caused_by == event_id)
+    return Step(state, (*changes, *fired), "duplicate")
+
+
+def fire_due(state: CustomerState, now: datetime, tick_id: str, model: JourneyModel) -> Step:
+    """Fire the customer's absence timers due at ``now`` (event time), for timer tick ``tick_id``.
+
+    A replayed tick (after a crash) finds the timers gone and re-emits what that
+    tick fired, with the same ids.
+    """
+    again = tuple(t for t in state.triggers.recent if t.caused_by == tick_id)
+    if again:
+        return Step(state, again, "duplicate")
+    triggers, fired = on_tick(state.triggers, _context(state, model), now=now, tick_id=tick_id)
+    if triggers is state.triggers:
+        return Step(state, (), "ignored")
+    return Step(replace(state, triggers=triggers), fired, "applied")
+
+
+def _context(state: CustomerState, model: JourneyModel) -> Context:
+    return Context(
+        customer_id=state.customer_id,
+        stage=state.stage,
+        cycle=state.cycle,
+        rules=model.triggers,
+        model_name=model.name,
+        model_version=model.version,
+    )
+
+
+def _triggers(
+    before: CustomerState | None,
+    after: CustomerState,
+    changes: tuple[StageChange, ...],
+    event: Event,
+    event_stage: Stage,
+    model: JourneyModel,
+) -> tuple[CustomerState, tuple[TriggerFired, ...]]:
+    """Evaluate trigger rules after one applied event.
+
+    An event rule judges an event by the stage it is evidence of at its own time
+    (``event_stage``), not by where a late or early arrival left the customer; and
+    a support contact that a later-arriving order moves on to post-purchase is
+    judged again as of then.
+    """
+    if not model.triggers:
+        return after, ()
+    judged = [(event, event_stage)]
+    contact = after.last_support
+    for change in changes:
+        if (
+            contact is not None
+            and change.trigger.event_id == contact.event_id != event.event_id
+            and change.to_stage == contact.after_purchase
+        ):
+            judged.append((contact.as_event(after.customer_id), change.to_stage))
+    triggers, fired = on_applied(
+        after.triggers,
+        _context(after, model),
+        previous_cycle=None if before is None else before.cycle,
+        changes=changes,
+        event=event,
+        judged=judged,
+    )
+    return replace(after, triggers=triggers), fired
 
 
 def _transition(
@@ -317,13 +405,12 @@ def _move(
     return moved, change
 
 
-def _remember(state: CustomerState, event: Event, changes: tuple[StageChange, ...]) -> Step:
+def _remember(state: CustomerState, event: Event, outputs: tuple[Output, ...]) -> Step:
     """Record the event id in the open dedupe chunk, sealing the chunk when it fills."""
     ids = (*state.recent_event_ids, event.event_id)
-    outputs: tuple[Output, ...] = changes
     if len(ids) >= DEDUPE_CHUNK:
         index = state.applied_count // DEDUPE_CHUNK
-        outputs = (*changes, ChunkSealed(state.customer_id, index, ids))
+        outputs = (*outputs, ChunkSealed(state.customer_id, index, ids))
         ids = ()
     remembered = replace(state, recent_event_ids=ids, applied_count=state.applied_count + 1)
     return Step(remembered, outputs, "applied")

@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from processor.engine.triggers import TriggerRule, parse_rules
+
 Source = Literal["clickstream", "research", "support"]
 """The three kinds of input. Each has its own Kafka topic; names are configurable."""
 
@@ -61,6 +63,7 @@ class JourneyModel:
     purchase_stage: Stage
     new_cycle_after: timedelta
     evidence: Mapping[tuple[Source, str], Evidence]
+    triggers: tuple[TriggerRule, ...] = ()
     rank: Mapping[Stage, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,8 +144,16 @@ def _text(doc: Mapping[str, Any], key: str) -> str:
 
 
 def _build(doc: Mapping[str, Any]) -> JourneyModel:
-    known = {"name", "version", "stages", "purchase_stage", "new_cycle_after", "evidence"}
-    unknown = sorted(set(doc) - known - {"triggers"})
+    known = {
+        "name",
+        "version",
+        "stages",
+        "purchase_stage",
+        "new_cycle_after",
+        "evidence",
+        "triggers",
+    }
+    unknown = sorted(set(doc) - known)
     if unknown:
         raise ValueError(f"unknown top-level keys {unknown}; expected some of {sorted(known)}")
 
@@ -194,6 +205,12 @@ def _build(doc: Mapping[str, Any]) -> JourneyModel:
     ):
         raise ValueError(f"no event type is evidence of the purchase stage {purchase_stage!r}")
 
+    triggers = parse_rules(
+        doc.get("triggers"),
+        stages=tuple(stages),
+        known_events=lambda source, event_type: (source, event_type) in evidence,
+        parse_duration=parse_duration,
+    )
     return JourneyModel(
         name=_text(doc, "name"),
         version=_text(doc, "version"),
@@ -201,4 +218,5 @@ def _build(doc: Mapping[str, Any]) -> JourneyModel:
         purchase_stage=purchase_stage,
         new_cycle_after=new_cycle_after,
         evidence=evidence,
+        triggers=triggers,
     )

@@ -46,6 +46,7 @@ EXPECTED = {
     "stage-change.v1.json",
     "dead-letter.v1.json",
     "internal.event-bundle.v1.json",
+    "trigger.v1.json",
 }
 ALL = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in SCHEMAS.glob("*.json")}
 REGISTRY = Registry().with_resources(
@@ -526,3 +527,28 @@ def test_the_bundle_schema_rejects(mutation: dict[str, Any]) -> None:
     example = ALL["internal.event-bundle.v1.json"]["examples"][0]
     document = {"v": 1, "events": [example["events"][0] | mutation]}
     assert not BUNDLE.is_valid(document)
+
+
+TRIGGER = validator("trigger.v1.json")
+
+
+@settings(max_examples=200, deadline=None)
+@given(history=histories())
+def test_every_trigger_validates_and_carries_cloudevent_headers(history: list[Event]) -> None:
+    from processor.contracts.outputs import TRIGGER_TYPE, encode_trigger
+    from processor.engine.triggers import TriggerFired
+
+    states: dict[str, CustomerState | None] = {}
+    for event in history:
+        step = apply(states.get(event.customer_id), event, MODEL)
+        states[event.customer_id] = step.state
+        for output in step.outputs:
+            if isinstance(output, TriggerFired):
+                record = encode_trigger(output, "/journey-processor/test")
+                document = orjson.loads(record.value)
+                TRIGGER.validate(document)
+                headers = dict(record.headers)
+                assert headers["ce_id"].decode() == document["id"]
+                assert headers["ce_type"].decode() == TRIGGER_TYPE
+                assert headers["ce_time"].decode() == document["fired_at"]
+                assert record.key == output.customer_id.encode()

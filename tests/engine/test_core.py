@@ -33,7 +33,7 @@ from processor.engine import (
 from processor.engine.core import STAGE_CHANGE_NAMESPACE
 from processor.engine.model import default_definition_text
 
-MODEL = load_model()
+MODEL = replace(load_model(), triggers=())  # stage rules only; triggers: test_triggers.py
 CUSTOMER = "cust-1"
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 TOPICS: dict[Source, str] = {

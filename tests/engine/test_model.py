@@ -137,9 +137,9 @@ def test_minimal_custom_model():
     assert model.evidence_for("support", "call") == RelativeEvidence("looking", "using")
 
 
-def test_triggers_table_is_allowed_and_ignored():
-    model = parse_model(MINIMAL + '\n[triggers]\nanything = "goes"\n')
-    assert model == parse_model(MINIMAL)
+def test_triggers_must_be_an_array_of_rules():
+    with pytest.raises(DefinitionError, match="triggers"):
+        parse_model(MINIMAL + '\n[triggers]\nanything = "goes"\n')
 
 
 # --------------------------------------------------------------------------- durations

@@ -32,11 +32,13 @@ OPENAPI_ID = "https://journey-processor.dev/schemas/api/openapi.json"
 def openapi_validator(component: str) -> Draft202012Validator:
     """Validate against a component of schemas/openapi.json (which refers to stage-change.v1)."""
     openapi = json.loads((SCHEMAS / "api" / "openapi.json").read_text())
-    stage_change = json.loads((SCHEMAS / "stage-change.v1.json").read_text())
+    contracts = [
+        json.loads((SCHEMAS / n).read_text()) for n in ("stage-change.v1.json", "trigger.v1.json")
+    ]
     registry: Registry[Any] = Registry().with_resources(
         [
             (OPENAPI_ID, DRAFT202012.create_resource(openapi)),
-            (stage_change["$id"], DRAFT202012.create_resource(stage_change)),
+            *((c["$id"], DRAFT202012.create_resource(c)) for c in contracts),
         ]
     )
     return Draft202012Validator(

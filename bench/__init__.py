@@ -1,0 +1,1 @@
+"""Throughput benchmark of journey-processor: ``python -m bench.run`` (see bench/README.md)."""

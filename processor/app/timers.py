@@ -1,0 +1,107 @@
+"""Where absence timers are due: an in-memory index over the durable timers in customer state.
+
+Timers themselves live in each customer's state (changelog-backed, so they
+survive restarts and move with their partition). This index only knows *when*
+each customer next needs a look: one min-heap per table partition, rebuilt by
+a scan after a rebalance and fed by every state write. A tick pops only the
+entries that are due, so its cost grows with the timers that fire, not with the
+customers that hold timers. Entries are never updated in place: a customer whose
+timer moved gets a new entry, and a stale one pops to find nothing due.
+
+Time. Deadlines are event time. While a partition has input waiting, its clock
+is the highest ``occurred_at`` the engine has applied there (its watermark), so
+a replayed backlog decides by the events themselves: an order ten minutes after
+a checkout, further down the backlog, cancels the timer before the clock passes
+its deadline. Once the partition has caught up, its clock is the wall clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from processor.engine import CustomerState
+
+TICKS_REMEMBERED = 256
+"""Ticks whose fired customers are remembered per partition, for re-emission on replay."""
+
+
+@dataclass
+class TimerIndex:
+    heaps: dict[int, list[tuple[datetime, str]]] = field(default_factory=dict)
+    pending: dict[int, Counter[str]] = field(default_factory=dict)
+    watermarks: dict[int, datetime] = field(default_factory=dict)
+    fired_by_tick: dict[int, OrderedDict[str, set[str]]] = field(default_factory=dict)
+
+    def on_state_written(
+        self, partition: int, before: CustomerState | None, after: CustomerState
+    ) -> None:
+        """Keep the index current with one customer's new state (called for every write)."""
+        counts = self.pending.setdefault(partition, Counter())
+        if before is not None:
+            counts.subtract(t.rule for t in before.triggers.timers)
+        counts.update(t.rule for t in after.triggers.timers)
+        deadline = after.triggers.next_deadline
+        if deadline is not None and (before is None or before.triggers.next_deadline != deadline):
+            heapq.heappush(self.heaps.setdefault(partition, []), (deadline, after.customer_id))
+
+    def observe(self, partition: int, occurred_at: datetime) -> None:
+        """Advance the partition's event-time watermark."""
+        seen = self.watermarks.get(partition)
+        if seen is None or occurred_at > seen:
+            self.watermarks[partition] = occurred_at
+
+    def next_due(self, partition: int) -> datetime | None:
+        heap = self.heaps.get(partition)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, partition: int, now: datetime) -> list[str]:
+        """Customers with an entry due at or before ``now`` (each once)."""
+        heap = self.heaps.get(partition, [])
+        due: dict[str, None] = {}
+        while heap and heap[0][0] <= now:
+            due[heapq.heappop(heap)[1]] = None
+        return list(due)
+
+    def record_tick(self, partition: int, tick_id: str, customers: set[str]) -> None:
+        ticks = self.fired_by_tick.setdefault(partition, OrderedDict())
+        ticks.setdefault(tick_id, set()).update(customers)
+        while len(ticks) > TICKS_REMEMBERED:
+            ticks.popitem(last=False)
+
+    def fired_by(self, partition: int, tick_id: str) -> set[str]:
+        return self.fired_by_tick.get(partition, OrderedDict()).get(tick_id, set())
+
+    def rebuild(self, partition: int, states: list[CustomerState]) -> None:
+        """Index one partition from scratch (after a rebalance gave it to this worker)."""
+        heap = [
+            (s.triggers.next_deadline, s.customer_id)
+            for s in states
+            if s.triggers.next_deadline is not None
+        ]
+        heapq.heapify(heap)
+        self.heaps[partition] = heap
+        self.pending[partition] = Counter(t.rule for s in states for t in s.triggers.timers)
+        ticks: OrderedDict[str, set[str]] = OrderedDict()
+        for s in states:
+            for fired in s.triggers.recent:
+                if fired.caused_by.startswith(TICK_PREFIX):
+                    ticks.setdefault(fired.caused_by, set()).add(s.customer_id)
+        self.fired_by_tick[partition] = ticks
+        if states:
+            latest = max(s.last_event_at for s in states)
+            self.observe(partition, latest)
+
+    def keep_only(self, partitions: set[int]) -> None:
+        for mapping in (self.heaps, self.pending, self.watermarks, self.fired_by_tick):
+            for partition in set(mapping) - partitions:
+                del mapping[partition]
+
+    def pending_total(self) -> int:
+        return sum(max(0, n) for counts in self.pending.values() for n in counts.values())
+
+
+TICK_PREFIX = "tick:"
+"""Tick ids start with this, so a trigger's ``caused_by`` tells timer firings from events."""

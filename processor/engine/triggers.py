@@ -1,0 +1,503 @@
+"""Trigger rules: a few well-timed signals for marketing automation, derived purely.
+
+Three kinds, declared under ``[[triggers]]`` in the journey definition:
+
+* ``stage_entered``: a customer enters ``stage`` (optionally only in cycle >= ``min_cycle``);
+* ``event``: an event of one of ``events`` (source, type, optional ``where`` predicate on
+  its properties) is applied while the customer is in ``stage``;
+* ``absent``: after an anchor (entering ``after_stage``, or an ``after_event``) the
+  customer does not progress out of the stage (or no ``until_event`` follows, or, with
+  ``until = "activity"``, no event at all arrives) ``within`` a duration.
+
+A trigger fires at most once per customer per cycle unless ``repeat = true``, and then
+not again before its ``cooldown``. Everything here is evaluated in event time.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from processor.engine.core import Event, StageChange
+
+Kind = Literal["stage_entered", "event", "absent"]
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_PREDICATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Predicate:
+    """``property op literal``, e.g. ``score <= 2``; a missing or uncomparable property fails."""
+
+    field: str
+    op: str
+    value: Any
+
+    def holds(self, properties: Mapping[str, Any]) -> bool:
+        if self.field not in properties:
+            return False
+        try:
+            return _COMPARE[self.op](properties[self.field], self.value)
+        except TypeError:
+            return False
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.op} {self.value!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventMatch:
+    source: str
+    type: str
+    where: Predicate | None = None
+
+    def matches(self, source: str, event_type: str, properties: Mapping[str, Any]) -> bool:
+        return (
+            source == self.source
+            and event_type == self.type
+            and (self.where is None or self.where.holds(properties))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRule:
+    name: str
+    kind: Kind
+    stage: str | None = None
+    min_cycle: int = 1
+    events: tuple[EventMatch, ...] = ()
+    after_stage: str | None = None
+    after_event: EventMatch | None = None
+    until_event: EventMatch | None = None
+    until_activity: bool = False
+    within: timedelta = timedelta(0)
+    repeat: bool = False
+    cooldown: timedelta = timedelta(0)
+
+
+def parse_predicate(text: str) -> Predicate:
+    match = _PREDICATE.match(text)
+    if match is None:
+        raise ValueError(f"not a predicate: {text!r} (use 'field op value', as in 'score <= 2')")
+    field, op, literal = match.groups()
+    value: Any
+    if literal.startswith(("'", '"')) and literal.endswith(literal[0]) and len(literal) >= 2:
+        value = literal[1:-1]
+    elif literal in ("true", "false"):
+        value = literal == "true"
+    else:
+        try:
+            value = int(literal)
+        except ValueError:
+            try:
+                value = float(literal)
+            except ValueError:
+                message = f"{text!r}: {literal!r} is not a number, bool or quoted string"
+                raise ValueError(message) from None
+    return Predicate(field, op, value)
+
+
+def parse_rules(
+    raw: Any,
+    *,
+    stages: tuple[str, ...],
+    known_events: Callable[[str, str], bool],
+    parse_duration: Callable[[str], timedelta],
+) -> tuple[TriggerRule, ...]:
+    """Validate ``[[triggers]]``; raise ValueError naming the rule and the problem."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise TypeError("'triggers' must be an array of tables ([[triggers]])")
+    rules: list[TriggerRule] = []
+    for i, doc in enumerate(raw):
+        if not isinstance(doc, dict):
+            raise TypeError(f"triggers[{i}] must be a table")
+        name = doc.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"triggers[{i}]: 'name' must be a non-empty string")
+        try:
+            rules.append(_rule(doc, name, stages, known_events, parse_duration))
+        except (KeyError, TypeError, ValueError) as exc:
+            message = exc.args[0] if exc.args else str(exc)
+            raise ValueError(f"trigger {name!r}: {message}") from exc
+    names = [r.name for r in rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"trigger names must be unique: {duplicates}")
+    return tuple(rules)
+
+
+_KEYS: dict[str, set[str]] = {
+    "stage_entered": {"stage", "min_cycle"},
+    "event": {"stage", "events", "min_cycle"},
+    "absent": {"after_stage", "after_event", "until_event", "until", "within", "min_cycle"},
+}
+
+
+def _rule(
+    doc: dict[str, Any],
+    name: str,
+    stages: tuple[str, ...],
+    known_events: Callable[[str, str], bool],
+    parse_duration: Callable[[str], timedelta],
+) -> TriggerRule:
+    kind = doc.get("when")
+    if kind not in _KEYS:
+        raise ValueError(f"'when' must be one of {sorted(_KEYS)}, not {kind!r}")
+    allowed = _KEYS[kind] | {"name", "when", "repeat", "cooldown"}
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} for when = {kind!r}; allowed: {sorted(allowed)}")
+
+    def stage(key: str) -> str:
+        value = doc.get(key)
+        if value not in stages:
+            raise ValueError(f"'{key}' {value!r} is not one of the stages {list(stages)}")
+        return str(value)
+
+    def event_match(value: Any, where: str) -> EventMatch:
+        if not isinstance(value, dict) or set(value) - {"source", "type", "where"}:
+            raise ValueError(f"{where}: expected {{ source = ..., type = ..., where = ... }}")
+        source, event_type = value.get("source"), value.get("type")
+        if not isinstance(source, str) or not isinstance(event_type, str):
+            raise TypeError(f"{where}: 'source' and 'type' must be strings")
+        if not known_events(source, event_type):
+            raise ValueError(f"{where}: {source}/{event_type} is not evidence in this definition")
+        predicate = value.get("where")
+        if predicate is not None and not isinstance(predicate, str):
+            raise TypeError(f"{where}: 'where' must be a string such as 'score <= 2'")
+        return EventMatch(source, event_type, parse_predicate(predicate) if predicate else None)
+
+    min_cycle = doc.get("min_cycle", 1)
+    if not isinstance(min_cycle, int) or min_cycle < 1:
+        raise ValueError("'min_cycle' must be an integer >= 1")
+    repeat = doc.get("repeat", False)
+    if not isinstance(repeat, bool):
+        raise TypeError("'repeat' must be true or false")
+    cooldown = parse_duration(doc["cooldown"]) if "cooldown" in doc else timedelta(0)
+    if cooldown and not repeat:
+        raise ValueError("'cooldown' only applies with repeat = true")
+    common: dict[str, Any] = {
+        "name": name,
+        "min_cycle": min_cycle,
+        "repeat": repeat,
+        "cooldown": cooldown,
+    }
+
+    if kind == "stage_entered":
+        return TriggerRule(kind="stage_entered", stage=stage("stage"), **common)
+    if kind == "event":
+        events = doc.get("events")
+        if not isinstance(events, list) or not events:
+            raise ValueError("'events' must be a non-empty array of { source, type, where }")
+        matches = tuple(event_match(e, f"events[{j}]") for j, e in enumerate(events))
+        return TriggerRule(kind="event", stage=stage("stage"), events=matches, **common)
+    anchors = [k for k in ("after_stage", "after_event") if k in doc]
+    if len(anchors) != 1:
+        raise ValueError("an absence needs exactly one anchor: 'after_stage' or 'after_event'")
+    if "within" not in doc:
+        raise KeyError("missing 'within' (a duration such as '1h' or '72h')")
+    until = doc.get("until")
+    if until not in (None, "activity"):
+        raise ValueError("'until' can only be \"activity\" (any event re-arms the timer)")
+    if until and "until_event" in doc:
+        raise ValueError("use either until = \"activity\" or 'until_event', not both")
+    return TriggerRule(
+        kind="absent",
+        after_stage=stage("after_stage") if "after_stage" in doc else None,
+        after_event=event_match(doc["after_event"], "after_event")
+        if "after_event" in doc
+        else None,
+        until_event=event_match(doc["until_event"], "until_event")
+        if "until_event" in doc
+        else None,
+        until_activity=until == "activity",
+        within=parse_duration(doc["within"]),
+        **common,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+TRIGGER_NAMESPACE = uuid.UUID("9d3e3c8a-4a1b-5c2e-8f61-747269676772")
+"""Namespace of the deterministic (UUIDv5) trigger ids. Never change it."""
+
+RECENT_TRIGGERS = 8
+"""Triggers kept in the state, for re-emission on replay and for queries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """An armed absence: fires at ``deadline`` (event time) unless cancelled first."""
+
+    rule: str
+    deadline: datetime
+    anchor: str
+    """The event id that armed (or last re-armed) the timer: the evidence."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """How often a rule fired in a cycle, and when last: enforces once-per-cycle and cool-downs."""
+
+    rule: str
+    cycle: int
+    count: int
+    last_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerFired:
+    """A trigger for marketing automation; the unit of output on ``journey.triggers``."""
+
+    trigger: str
+    customer_id: str
+    cycle: int
+    occurrence: int
+    stage: str
+    fired_at: datetime
+    reason: str
+    evidence: tuple[str, ...]
+    model_name: str
+    model_version: str
+    caused_by: str
+    """The applied event id or timer tick id whose processing fired it (for re-emission)."""
+
+    @property
+    def id(self) -> str:
+        """Deterministic: customer, rule, cycle and occurrence; a re-emission has the same id."""
+        key = f"{self.customer_id}\n{self.trigger}\n{self.cycle}\n{self.occurrence}"
+        return str(uuid.uuid5(TRIGGER_NAMESPACE, key))
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerState:
+    """A customer's armed timers, firing counts of the current cycle, and recent triggers."""
+
+    timers: tuple[Timer, ...] = ()
+    fired: tuple[Fired, ...] = ()
+    recent: tuple[TriggerFired, ...] = ()
+
+    @property
+    def next_deadline(self) -> datetime | None:
+        return min((t.deadline for t in self.timers), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What trigger evaluation needs to know about the customer and the model."""
+
+    customer_id: str
+    stage: str
+    cycle: int
+    rules: tuple[TriggerRule, ...]
+    model_name: str
+    model_version: str
+
+
+def on_applied(
+    state: TriggerState,
+    ctx: Context,
+    *,
+    previous_cycle: int | None,
+    changes: tuple[StageChange, ...],
+    event: Event,
+    judged: list[tuple[Event, str]] | None = None,
+) -> tuple[TriggerState, tuple[TriggerFired, ...]]:
+    """Fire and (re-)arm or cancel timers after one event was applied.
+
+    ``judged`` lists the events that event rules look at, each with the stage it
+    is evidence of at its own time (default: the applied event, at the customer's
+    stage now).
+    """
+    timers = {t.rule: t for t in state.timers}
+    fired_now: list[TriggerFired] = []
+    counts = _Counts(state.fired, ctx.cycle)
+    if previous_cycle is not None and ctx.cycle != previous_cycle:
+        timers.clear()  # a new cycle: every absence of the old one is moot
+    at = event.occurred_at
+
+    def fire(rule: TriggerRule, fired_at: datetime, reason: str, evidence: tuple[str, ...]) -> None:
+        if ctx.cycle < rule.min_cycle or not counts.may_fire(rule, fired_at):
+            return
+        fired_now.append(
+            _fired(
+                rule,
+                ctx,
+                counts.record(rule, fired_at),
+                fired_at,
+                reason,
+                evidence,
+                caused_by=event.event_id,
+            )
+        )
+
+    for rule in ctx.rules:
+        if rule.kind == "stage_entered":
+            for change in changes:
+                if change.to_stage == rule.stage:
+                    fire(
+                        rule,
+                        change.changed_at,
+                        f"entered {rule.stage} (cycle {change.cycle})",
+                        (change.trigger.event_id,),
+                    )
+        elif rule.kind == "event":
+            for seen, stage_then in judged if judged is not None else [(event, ctx.stage)]:
+                if stage_then != rule.stage:
+                    continue
+                for match in rule.events:
+                    if match.matches(seen.source, seen.type, seen.properties):
+                        detail = f" with {match.where}" if match.where else ""
+                        reason = f"{seen.type}{detail} while in {rule.stage}"
+                        fire(rule, seen.occurred_at, reason, (seen.event_id,))
+                        break
+        elif rule.after_stage is not None:
+            armed = timers.get(rule.name)
+            entered = [c for c in changes if c.to_stage == rule.after_stage]
+            if ctx.stage != rule.after_stage:
+                timers.pop(rule.name, None)  # progress (or a new cycle): cancelled
+            elif entered:
+                anchor = entered[-1]
+                timers[rule.name] = Timer(
+                    rule.name, anchor.changed_at + rule.within, anchor.trigger.event_id
+                )
+            elif armed is not None and rule.until_activity and at + rule.within > armed.deadline:
+                timers[rule.name] = Timer(rule.name, at + rule.within, event.event_id)
+        else:
+            assert rule.after_event is not None
+            armed = timers.get(rule.name)
+            if rule.after_event.matches(event.source, event.type, event.properties):
+                if armed is None or at + rule.within > armed.deadline:
+                    timers[rule.name] = Timer(rule.name, at + rule.within, event.event_id)
+            elif armed is not None:
+                anchor_at = armed.deadline - rule.within
+                if (
+                    rule.until_event is not None
+                    and rule.until_event.matches(event.source, event.type, event.properties)
+                    and at >= anchor_at
+                ):
+                    timers.pop(rule.name)
+                elif rule.until_activity and at + rule.within > armed.deadline:
+                    timers[rule.name] = Timer(rule.name, at + rule.within, event.event_id)
+
+    new = TriggerState(
+        timers=tuple(sorted(timers.values(), key=lambda t: (t.deadline, t.rule))),
+        fired=counts.snapshot(),
+        recent=(*state.recent, *fired_now)[-RECENT_TRIGGERS:],
+    )
+    return new, tuple(fired_now)
+
+
+def on_tick(
+    state: TriggerState, ctx: Context, *, now: datetime, tick_id: str
+) -> tuple[TriggerState, tuple[TriggerFired, ...]]:
+    """Fire the timers whose deadline is at or before ``now``; each fires once."""
+    due = [t for t in state.timers if t.deadline <= now]
+    if not due:
+        return state, ()
+    rules = {r.name: r for r in ctx.rules}
+    counts = _Counts(state.fired, ctx.cycle)
+    fired_now: list[TriggerFired] = []
+    for timer in due:
+        rule = rules.get(timer.rule)
+        if rule is None or ctx.cycle < rule.min_cycle or not counts.may_fire(rule, timer.deadline):
+            continue
+        fired_now.append(
+            _fired(
+                rule,
+                ctx,
+                counts.record(rule, timer.deadline),
+                timer.deadline,
+                _absence_reason(rule, ctx.stage),
+                (timer.anchor,),
+                caused_by=tick_id,
+            )
+        )
+    new = TriggerState(
+        timers=tuple(t for t in state.timers if t.deadline > now),
+        fired=counts.snapshot(),
+        recent=(*state.recent, *fired_now)[-RECENT_TRIGGERS:],
+    )
+    return new, tuple(fired_now)
+
+
+def _absence_reason(rule: TriggerRule, stage: str) -> str:
+    within = _human(rule.within)
+    if rule.until_event is not None and rule.after_event is not None:
+        return f"no {rule.until_event.type} within {within} of {rule.after_event.type}"
+    if rule.until_activity:
+        return f"no activity for {within} in {stage}"
+    return f"no progress out of {rule.after_stage} within {within}"
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def _fired(
+    rule: TriggerRule,
+    ctx: Context,
+    occurrence: int,
+    fired_at: datetime,
+    reason: str,
+    evidence: tuple[str, ...],
+    *,
+    caused_by: str,
+) -> TriggerFired:
+    return TriggerFired(
+        trigger=rule.name,
+        customer_id=ctx.customer_id,
+        cycle=ctx.cycle,
+        occurrence=occurrence,
+        stage=ctx.stage,
+        fired_at=fired_at,
+        reason=reason,
+        evidence=evidence,
+        model_name=ctx.model_name,
+        model_version=ctx.model_version,
+        caused_by=caused_by,
+    )
+
+
+class _Counts:
+    """Firing counts of the current cycle (older cycles' counts are dropped)."""
+
+    def __init__(self, fired: tuple[Fired, ...], cycle: int) -> None:
+        self.by_rule = {f.rule: f for f in fired if f.cycle == cycle}
+        self.cycle = cycle
+
+    def may_fire(self, rule: TriggerRule, at: datetime) -> bool:
+        seen = self.by_rule.get(rule.name)
+        if seen is None:
+            return True
+        return rule.repeat and at - seen.last_at >= rule.cooldown
+
+    def record(self, rule: TriggerRule, at: datetime) -> int:
+        seen = self.by_rule.get(rule.name)
+        count = 1 if seen is None else seen.count + 1
+        self.by_rule[rule.name] = Fired(rule.name, self.cycle, count, at)
+        return count
+
+    def snapshot(self) -> tuple[Fired, ...]:
+        return tuple(sorted(self.by_rule.values(), key=lambda f: f.rule))
