@@ -45,6 +45,7 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
         support_topic=f"{prefix}.support",
         stage_changes_topic=f"{prefix}.stage-changes",
         dead_letter_topic=f"{prefix}.dead-letter",
+        triggers_topic=f"{prefix}.triggers",
         session_timeout=6.0,
         batch_window=0.02,
         recovery_consistency_check=False,  # the embedded broker's end offsets can lag
