@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CODE   := processor tests $(wildcard bench)
 
-.PHONY: help demo test lint unit integration bench broker worker docs clean
+.PHONY: help demo test lint unit integration bench bench-timers broker worker docs clean
 
 help:
 	@echo "make demo         create $(VENV), install, run the live demo (Ctrl-C stops it)"
@@ -13,6 +13,7 @@ help:
 	@echo "make unit         tests without a broker"
 	@echo "make integration  tests against the embedded broker"
 	@echo "make bench        the end-to-end benchmark (prints figures)"
+	@echo "make bench-timers timer tick cost against customers holding timers"
 	@echo "make docs         regenerate the README's configuration table"
 	@echo "make broker       the embedded broker on 127.0.0.1:9092"
 	@echo "make worker       one worker against JOURNEY_BROKER_URL"
@@ -43,6 +44,9 @@ integration: $(BIN)/journey
 
 bench: $(BIN)/journey
 	$(BIN)/python -m bench.run
+
+bench-timers: $(BIN)/journey
+	$(BIN)/python -m bench.timers
 
 docs: $(BIN)/journey
 	$(BIN)/python -m processor.docs README.md
