@@ -14,6 +14,7 @@ HISTOGRAMS: frozenset[str] = frozenset(
         "journey_event_processing_seconds",
         "journey_event_time_lag_seconds",
         "journey_bundle_processing_seconds",
+        "journey_timer_lateness_seconds",
     }
 )
 
@@ -28,6 +29,8 @@ EXPOSED: frozenset[str] = frozenset(
         "journey_recovery_in_progress",  # 0/1
         "journey_recovery_remaining_records",
         "journey_rebalances_total",
+        "journey_triggers_total",  # {trigger}
+        "journey_timers_pending",
         "journey_assigned_partitions",
         "journey_ready",  # 0/1, as /readyz
         "journey_build_info",  # {version}, always 1
