@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="one event object per line; the topic comes "
         "from a 'source' field or from the event type",
     )
-    tail = command("tail", "Print stage changes (or dead letters) as they arrive.")
-    tail.add_argument("--dead-letter", action="store_true", help="tail the dead-letter topic")
+    tail = command("tail", "Print stage changes (or dead letters, or triggers) as they arrive.")
+    which = tail.add_mutually_exclusive_group()
+    which.add_argument("--dead-letter", action="store_true", help="tail the dead-letter topic")
+    which.add_argument("--triggers", action="store_true", help="tail the triggers topic")
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--limit", type=int, default=None, help="stop after this many records")
     demo = command(
@@ -85,7 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tail":
             from processor.cli.io import tail
 
-            topic = settings.dead_letter_topic if args.dead_letter else settings.stage_changes_topic
+            topic = (
+                settings.dead_letter_topic
+                if args.dead_letter
+                else settings.triggers_topic
+                if args.triggers
+                else settings.stage_changes_topic
+            )
             asyncio.run(tail(topic, settings, sys.stdout, args.from_beginning, args.limit))
             return 0
         if args.command == "demo":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ class Received:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
+    received_at: float = 0.0
+    """Wall-clock time (time.time()) when the collector read it."""
 
     @property
     def doc(self) -> Any:
@@ -77,7 +80,9 @@ class Collector:
             for tp, messages in batch.items():
                 for m in messages:
                     self.records.append(
-                        Received(tp.partition, m.offset, m.key, m.value, dict(m.headers))
+                        Received(
+                            tp.partition, m.offset, m.key, m.value, dict(m.headers), time.time()
+                        )
                     )
 
     async def wait_until(

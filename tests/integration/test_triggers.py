@@ -156,6 +156,8 @@ async def test_every_default_rule_fires_when_it_should_and_not_otherwise(
     abandoned = got[("abandoner", "cart_abandoned")][0]
     deadline = now + timedelta(seconds=4)
     assert abandoned["fired_at"] == deadline.isoformat().replace("+00:00", "Z")
+    arrived = min(r.received_at for r in triggers.records if r.doc["id"] == abandoned["id"])
+    assert 0 <= arrived - deadline.timestamp() < 5, "fires within a few seconds of its deadline"
     assert ("buyer", "cart_abandoned") not in got
     assert ("buyer", "purchase_completed") in got and ("buyer", "sales_assist") in got
     assert ("staller", "sales_assist") in got
