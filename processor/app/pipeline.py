@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka.partitioner import murmur2
 
@@ -69,7 +70,15 @@ StateWritten = Callable[[int, "CustomerState | None", "CustomerState"], None]
 
 
 Table = MutableMapping[bytes, bytes]
-"""A Faust table with raw keys and values (or a dict, in unit tests)."""
+"""A Faust table with raw keys and values."""
+
+
+class StateTable(Protocol):
+    """The customer-state table: read like a mapping, written with its changelog partition."""
+
+    def get(self, key: bytes, /) -> bytes | None: ...
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+    async def put(self, key: bytes, value: bytes, partition: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +173,7 @@ class Engine:
         self,
         *,
         model: JourneyModel,
-        states: Table,
+        states: StateTable,
         chunks: Table,
         send_change: Send,
         send_trigger: Send,
@@ -238,7 +247,7 @@ class Engine:
                     archive.seal(output)
             await self._send_outputs(step)
         if state is not None and state is not before:
-            self._write(key, position.partition, before, state)
+            await self._write(key, position.partition, before, state)
 
     async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
         """Fire the partition's due timers; a replayed tick re-emits what it fired."""
@@ -261,16 +270,16 @@ class Engine:
                     self.metrics.timer_lateness.observe(max(0.0, lateness))
             await self._send_outputs(step)
             if step.state is not None and step.state is not state:
-                self._write(key, partition, state, step.state)
+                await self._write(key, partition, state, step.state)
         if fired:
             self.timers.record_tick(partition, tick.id, fired)
         if self.on_tick_applied is not None:
             self.on_tick_applied(partition)
 
-    def _write(
+    async def _write(
         self, key: bytes, partition: int, before: CustomerState | None, after: CustomerState
     ) -> None:
-        self.states[key] = encode_state(after)
+        await self.states.put(key, encode_state(after), partition)
         self.timers.on_state_written(partition, before, after)
         if self.on_state_written is not None:
             self.on_state_written(partition, before, after)
