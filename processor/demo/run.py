@@ -103,6 +103,7 @@ async def _play(
 ) -> None:
     produced = 0
     started = time.monotonic()
+    triggers: dict[str, set[str]] = {}  # rule -> distinct trigger ids (deliveries may repeat)
     topic_of = {source: topic for topic, source in settings.source_topics.items()}
 
     async def produce() -> None:
@@ -124,6 +125,7 @@ async def _play(
         consumer = AIOKafkaConsumer(
             settings.stage_changes_topic,
             settings.dead_letter_topic,
+            settings.triggers_topic,
             bootstrap_servers=settings.bootstrap_servers,
             group_id=None,
             auto_offset_reset="earliest",
@@ -135,6 +137,8 @@ async def _play(
                 doc = orjson.loads(message.value)
                 if message.topic == settings.dead_letter_topic:
                     tracker.observe_dead_letter(doc)
+                elif message.topic == settings.triggers_topic:
+                    triggers[doc["trigger"]] = triggers.get(doc["trigger"], set()) | {doc["id"]}
                 else:
                     tracker.observe(doc)
         finally:
@@ -169,6 +173,8 @@ async def _play(
     snapshot = tracker.snapshot(produced, len(records), time.monotonic() - started)
     print()
     print(render_summary(snapshot, tracker.dead_letters_by_reason))
+    fired = ", ".join(f"{name} {len(ids):,}" for name, ids in sorted(triggers.items()))
+    print(f"Triggers for marketing automation: {fired or 'none'}")
 
 
 async def _caught_up(settings: Settings) -> bool:
