@@ -57,7 +57,7 @@ from processor.engine import (
     apply,
     load_model,
 )
-from processor.settings import Settings, env_name
+from processor.settings import Settings
 
 PARTITIONS = 8
 """Partitions of every topic the benchmark creates, and of the processor's own topics."""
@@ -201,26 +201,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
     """This environment without inherited ``JOURNEY_*`` variables, plus this run's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
-    for name in (
-        "broker_url",
-        "app_id",
-        "partitions",
-        "data_dir",
-        "clickstream_topic",
-        "research_topic",
-        "support_topic",
-        "stage_changes_topic",
-        "dead_letter_topic",
-        "session_timeout",
-        "store_url",
-        "web_port",
-        "web_bind",
-        "log_level",
-        "batch_max",
-        "batch_window",
-    ):
-        env[env_name(name)] = str(getattr(settings, name))
+    env = settings.environment()
     env.update(extra or {})
     return env
 

@@ -106,6 +106,23 @@ class Settings:
                 changes[f.name] = _convert(f.name, f.type, raw)
         return replace(self, **changes)
 
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """An environment for a child process that runs with exactly these settings.
+
+        ``base`` (default: this process's environment) minus any inherited
+        ``JOURNEY_*`` variables, plus one variable per setting.
+        """
+        env = {
+            k: v
+            for k, v in (os.environ if base is None else base).items()
+            if not k.startswith("JOURNEY_")
+        }
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[env_name(f.name)] = str(value)
+        return env
+
     def with_args(self, args: argparse.Namespace) -> Settings:
         changes = {}
         for f in fields(self):

@@ -81,3 +81,13 @@ def test_every_setting_is_an_option_and_a_variable() -> None:
 
 def test_readme_table_is_current() -> None:
     assert settings_table() in README.read_text(encoding="utf-8"), "run `make docs`"
+
+
+def test_environment_for_a_child_has_exactly_these_settings() -> None:
+    s = Settings(web_port=7001, definition=None)
+    env = s.environment({"PATH": "/bin", "JOURNEY_APP_ID": "inherited", "BROKER_URL": "x"})
+    assert env["PATH"] == "/bin" and env["BROKER_URL"] == "x"
+    assert env["JOURNEY_APP_ID"] == "journey-processor"
+    assert env["JOURNEY_WEB_PORT"] == "7001"
+    assert "JOURNEY_DEFINITION" not in env
+    assert Settings.from_env(env) == s

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from processor.demo.funnel import FunnelTracker, render, render_summary
 from processor.demo.population import DemoRecord, generate
 from processor.engine import load_model
 from processor.processes import stop_group
-from processor.settings import Settings, env_name
+from processor.settings import Settings
 
 MALFORMED = 12
 """Malformed records mixed into the population: the dead-letter topic has work to show."""
@@ -72,18 +71,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
-    for name in (
-        "broker_url",
-        "data_dir",
-        "web_port",
-        "session_timeout",
-        "definition",
-        "recovery_consistency_check",
-    ):
-        value = getattr(settings, name)
-        if value is not None:
-            env[env_name(name)] = str(value)
+    env = settings.environment()
     return subprocess.Popen(
         [sys.executable, "-m", "processor", "worker"],
         env=env,

@@ -12,14 +12,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from processor.broker import EmbeddedBroker, free_port
 from processor.processes import stop_group
-from processor.settings import Settings, env_name
+from processor.settings import Settings
 
 _names = itertools.count(1)
 
@@ -62,11 +62,7 @@ class WorkerProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> WorkerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
-        for f in fields(Settings):
-            value = getattr(self.settings, f.name)
-            if value is not None:
-                env[env_name(f.name)] = str(value)
+        env = self.settings.environment()
         env.update(self.extra_env)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
