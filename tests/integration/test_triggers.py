@@ -18,6 +18,7 @@ from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
 from tests.integration.journeys import Sent
 from tests.integration.kafka import Collector, Received, produce
+from tests.integration.test_operations import get, samples, total
 
 pytestmark = pytest.mark.integration
 
@@ -221,3 +222,39 @@ async def test_a_replayed_backlog_decides_by_event_time(
         )
     abandoned = {c for (c, rule) in fired(triggers.records) if rule == "cart_abandoned"}
     assert abandoned == {f"hist-{i}" for i in range(50) if i % 2}
+
+
+async def test_timers_move_with_their_partition_in_a_rebalance(
+    settings: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """Timers armed on one worker fire once each after half the partitions moved away."""
+    settings = replace(settings, definition=short_definition(tmp_path), timer_interval=0.5)
+    customers = [f"move-{i}" for i in range(24)]
+    async with Collector(settings, settings.triggers_topic) as triggers:
+        a = start_worker(workers, settings, tmp_path, "a")
+        deadline_base = datetime.now(UTC) + timedelta(seconds=20)  # after the rebalance
+        await produce(
+            settings,
+            records(
+                settings,
+                [sent(c, "clickstream", "checkout_started", deadline_base) for c in customers],
+            ),
+        )
+        await triggers.wait_until(
+            lambda r: {c for (c, rule) in fired(r) if rule == "sales_assist"} == set(customers),
+            60,
+            "the timers armed on worker a",
+        )
+        b = start_worker(workers, settings, tmp_path, "b")  # takes over half the partitions
+        await triggers.wait_until(
+            lambda r: {c for (c, rule) in fired(r) if rule == "cart_abandoned"} == set(customers),
+            120,
+            "every timer fired, on whichever worker now owns it",
+        )
+        await triggers.wait_until(
+            lambda r: datetime.now(UTC) > deadline_base + timedelta(seconds=10), 30, "a margin"
+        )
+    at_most_once_by_id(triggers.records)
+    for worker in (a, b):  # the timers really were spread over both workers
+        _, text = await get(f"http://127.0.0.1:{worker.settings.web_port}/metrics")
+        assert total(samples(text), "journey_triggers_total", trigger="cart_abandoned") > 0
