@@ -7,7 +7,8 @@ read by every consumer in its own consumer group:
 1. the pure engine in-process (no broker), split into its hot-path parts;
 2. baseline A: a plain aiokafka consumer decoding every value with orjson;
 3. baseline B: a no-op Faust agent (``bench.noop_app``) with the processor's Faust settings;
-4. the processor end to end: a real ``python -m processor worker``;
+4. the processor end to end: a real ``python -m processor worker``, then
+   (``--no-workers-row`` skips it) two such workers in one consumer group;
 5. baseline C (``--no-table-baseline`` skips it): a Faust agent that writes a
    table once per event, the floor of the design the processor's bundles avoid.
 
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -153,12 +154,20 @@ class Child:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    signalled: bool = False
+
+    def terminate(self) -> None:
+        """SIGTERM once (a clean Faust shutdown), without waiting for the exit."""
+        if self.process.poll() is None and not self.signalled:
+            self.signalled = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM (a clean Faust shutdown), SIGKILL after ``grace`` seconds."""
         if self.process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
@@ -191,8 +200,20 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> Ch
 
 def stop_children() -> None:
     """Stop every subprocess this run started; safe to call more than once."""
+    for child in _children:
+        child.terminate()
     while _children:
         _children.pop().stop()
+
+
+def stop_together(children: Sequence[Child]) -> None:
+    """SIGTERM all first, then wait for each: members of one group leave together, so
+    no survivor takes over the others' partitions and recovers their tables on the way out."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.stop()
+        _children.remove(child)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -566,7 +587,7 @@ class Sample:
 
 async def watch_group(
     offsets: Offsets,
-    child: Child,
+    children: Sequence[Child],
     group: str,
     inputs: Sequence[str],
     chained: Sequence[str],
@@ -574,7 +595,7 @@ async def watch_group(
     started: Callable[[], Any],
     limit: float,
 ) -> Watch:
-    """Poll until the group committed everything, or the child dies, or ``limit`` seconds.
+    """Poll until the group committed everything, or a child dies, or ``limit`` seconds.
 
     Complete means: every input partition committed to its (fixed) end and, after
     that, every ``chained`` (internal) partition committed to its end too. The
@@ -588,10 +609,13 @@ async def watch_group(
     previous: dict[TopicPartition, int] | None = None
     everything = [*inputs, *chained]
     while True:
-        if not child.alive():
+        dead = [child for child in children if not child.alive()]
+        if dead:
+            child = dead[0]
             signalled = "Signal received" in child.log_path.read_text(errors="replace")
             cause = " after a signal this run did not send (see its log)" if signalled else ""
-            seen.progress = f"exited with {child.process.returncode}{cause}; {seen.progress}"
+            who = f"{child.name} " if len(children) > 1 else ""
+            seen.progress = f"{who}exited with {child.process.returncode}{cause}; {seen.progress}"
             return seen
         if time.monotonic() > deadline:
             seen.progress = f"timed out after {limit:.0f} s; {seen.progress}"
@@ -708,7 +732,7 @@ async def baseline_faust(
             return worker_ready(log)
 
         inputs = list(settings.source_topics)
-        seen = await watch_group(offsets, child, settings.app_id, inputs, [], [], ready, limit)
+        seen = await watch_group(offsets, [child], settings.app_id, inputs, [], [], ready, limit)
     finally:
         child.stop()
         _children.remove(child)
@@ -739,7 +763,7 @@ async def processor_end_to_end(
     try:
         seen = await watch_group(
             offsets,
-            child,
+            [child],
             settings.app_id,
             list(settings.source_topics),
             [events_topic],
@@ -769,6 +793,297 @@ async def processor_end_to_end(
     row = row_from_watch("processor end to end", expect, launched, seen)
     row.exact = figures.last_activity
     return row, figures, child
+
+
+# --------------------------------------------------------------------------- 4b. two workers
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    parts = stat.rsplit(")", 1)[1].split()  # after the command name: state is parts[0]
+    return (int(parts[11]) + int(parts[12])) / _TICK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of the machine since boot, summed over its CPUs."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    total = sum(values[:8])
+    return (total - idle) / _TICK, total / _TICK
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float
+    processes: dict[str, float | None]
+    busy: float
+    total: float
+
+
+class CpuWatch:
+    """Samples the CPU time of named processes and of the machine, every ``every`` seconds."""
+
+    def __init__(self, pids: dict[str, int], every: float = 0.25) -> None:
+        self.pids = pids
+        self.every = every
+        self.samples: list[CpuSample] = []
+
+    def sample(self) -> None:
+        busy, total = machine_cpu()
+        processes = {name: process_cpu(pid) for name, pid in self.pids.items()}
+        self.samples.append(CpuSample(time.time(), processes, busy, total))
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.every)
+
+    def between(self, start: float, end: float) -> str | None:
+        """Each process's share of one core and the machine's busy share, from ``start`` to
+        ``end`` (the nearest samples at or after each)."""
+        first = next((s for s in self.samples if s.at >= start), None)
+        last = next((s for s in self.samples if s.at >= end), None) or (
+            self.samples[-1] if self.samples else None
+        )
+        if first is None or last is None or last.at - first.at < 0.5:
+            return None
+        wall = last.at - first.at
+        parts = []
+        for name in self.pids:
+            a, b = first.processes.get(name), last.processes.get(name)
+            if a is None or b is None:
+                parts.append(f"{name} -")
+            else:
+                parts.append(f"{name} {b - a:.1f} s ({(b - a) / wall:.0%} of a core)")
+        cpus = (last.total - first.total) / wall
+        busy = (last.busy - first.busy) / max(last.total - first.total, 1e-9)
+        return (
+            f"over {wall:.1f} s: {', '.join(parts)}; machine busy {busy:.0%} of its {cpus:.1f} CPUs"
+        )
+
+
+_STAMP = r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\] \[\d+\] \[\w+\] "
+JOINED = re.compile(_STAMP + r"Joined group '[^']*' \(generation (-?\d+)\)")
+ASSIGNED = re.compile(_STAMP + r"Setting newly assigned partitions")
+TABLE_ROW = re.compile(r"^\| (\S+)\s+\| (\{[^}]*\})\s+\|$")
+
+
+def _stamp(match: re.Match[str]) -> float:
+    moment = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+    return moment.timestamp() + int(match.group(2)) / 1000
+
+
+def joins(log: Path) -> list[tuple[float, int]]:
+    """(time, generation) of every group join in a worker log."""
+    if not log.exists():
+        return []
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        match = JOINED.match(line)
+        if match:
+            found.append((_stamp(match), int(match.group(3))))
+    return found
+
+
+def assignment(log: Path, before: float, labels: dict[str, str]) -> str:
+    """The last partition assignment a worker logged before ``before``, for ``labels``'s topics."""
+    chosen: dict[str, str] = {}
+    current: dict[str, str] | None = None
+    for line in log.read_text(errors="replace").splitlines():
+        match = ASSIGNED.match(line)
+        if match:
+            current = {} if _stamp(match) <= before else None
+            if current is not None:
+                chosen = current
+            continue
+        row = TABLE_ROW.match(line)
+        if row and current is not None and row.group(1) in labels:
+            current[labels[row.group(1)]] = row.group(2)
+    return ", ".join(f"{label} {chosen.get(label, '{}')}" for label in labels.values())
+
+
+@dataclass
+class TwoWorkers:
+    """The two-worker row and what is printed below the table about it."""
+
+    row: Row
+    children: list[Child]
+    lines: list[str] = field(default_factory=list)
+    timeline: list[str] = field(default_factory=list)
+
+
+async def processor_two_workers(
+    offsets: Offsets,
+    settings: Settings,
+    expect: int,
+    logs: Path,
+    limit: float,
+    broker_pid: int | None,
+    applied_in_process: int,
+) -> TwoWorkers:
+    """Two real workers in one group, until inputs and the internal topic are committed.
+
+    Both are launched together, so they usually join the first generation
+    together; a later second join would be a rebalance of the first member, which
+    is over when the second member has joined, synced and recovered its tables.
+    Timing therefore starts at the later of the two Ready lines, when both
+    fetch. The worker that was Ready first (on Tansu the group leader: the
+    follower's assignment arrives about 1 s later) worked alone until then: the
+    records committed by then and the rate timed from the first Ready are shown.
+    Joins after the start (a rebalance during the run) are flagged.
+    """
+    name = "processor end to end, 2 workers"
+    ports = {settings.web_port}
+    while len(ports) < 2:
+        ports.add(free_port())
+    members = [
+        replace(
+            settings,
+            web_port=port,
+            data_dir=settings.data_dir.with_name(f"{settings.data_dir.name}-{i}"),
+        )
+        for i, port in enumerate(sorted(ports), start=1)
+    ]
+    events_topic = settings.events_topic
+    state_log = f"{settings.app_id}-customer-state-changelog"
+    chunk_log = f"{settings.app_id}-dedupe-chunks-changelog"
+    shared = [settings.stage_changes_topic, settings.dead_letter_topic]
+    outputs = [*shared, state_log, chunk_log]
+    # The output topics are shared with the one-worker row: count this row's growth.
+    before = await offsets.ends(shared)
+    log_paths = [logs / f"processor-worker-{i}.log" for i in (1, 2)]
+    launched = time.time()
+    argv = [sys.executable, "-m", "processor", "worker"]
+    children = [
+        spawn(f"processor worker {i}", argv, worker_env(member), log)
+        for i, (member, log) in enumerate(zip(members, log_paths, strict=True), start=1)
+    ]
+    pids = {f"worker {i}": child.process.pid for i, child in enumerate(children, start=1)}
+    if broker_pid is not None:
+        pids["broker"] = broker_pid
+    pids["this benchmark"] = os.getpid()
+    cpu = CpuWatch(pids)
+    sampler = asyncio.create_task(cpu.run())
+    readies: list[float | None] = [None, None]
+
+    async def ready() -> float | None:
+        for index, log in enumerate(log_paths):
+            if readies[index] is None:
+                readies[index] = worker_ready(log)
+        if any(at is None for at in readies):
+            return None
+        return max(at for at in readies if at is not None)
+
+    try:
+        seen = await watch_group(
+            offsets,
+            children,
+            settings.app_id,
+            list(settings.source_topics),
+            [events_topic],
+            outputs,
+            ready,
+            limit,
+        )
+        cpu.sample()
+        # Counted before the workers stop: on the way out they write handover markers.
+        ends = await offsets.ends([events_topic, *outputs])
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        stop_together(children)
+    row = row_from_watch(name, expect, launched, seen)
+    if seen.last_activity and seen.start:
+        row.exact = seen.last_activity - seen.start
+    result = TwoWorkers(row, children)
+    if seen.start is None:
+        result.lines.append(
+            "Ready lines: "
+            + ", ".join(
+                f"worker {i} {'-' if at is None else f'{at - launched:.1f} s'}"
+                for i, at in enumerate(readies, start=1)
+            )
+            + " after launch"
+        )
+        return result
+
+    start = seen.start
+    end = seen.done or time.time()
+    first_ready = min(at for at in readies if at is not None)
+    generations = [joins(log) for log in log_paths]
+    late = [(i, at, gen) for i, js in enumerate(generations, 1) for at, gen in js if at > start]
+    head = seen.samples[0] if seen.samples else None
+    routed = sum(head.committed.get(t, 0) for t in settings.source_topics) if head else 0
+    row.note = f"Ready {start - first_ready:.1f} s apart, {routed:,} inputs committed by then"
+    if seen.done is not None and start > first_ready:
+        row.note += f"; from 1st Ready {expect / (seen.done - first_ready):,.0f}/s"
+    if late:
+        row.note += f"; REJOINED {len(late)}x during the run"
+    lines = result.lines
+    lines.append(
+        "joins (generation at s after launch): "
+        + "; ".join(
+            f"worker {i}: "
+            + (", ".join(f"gen {gen} at {at - launched:.1f}" for at, gen in js) or "none")
+            + f", Ready at {(at_ready or launched) - launched:.1f}"
+            for i, (js, at_ready) in enumerate(zip(generations, readies, strict=True), start=1)
+        )
+        + f"; timing starts at the later Ready, {start - first_ready:.1f} s after the first"
+    )
+    if head is not None:
+        lines.append(
+            f"head start at the later Ready: {routed:,} input records already committed, "
+            f"{head.ends.get(events_topic, 0):,} bundles on the internal topic"
+        )
+        if seen.done is not None and start > first_ready:
+            since_first = seen.done - first_ready
+            lines.append(
+                f"timed from the first Ready instead: {since_first:.2f} s, "
+                f"{expect / since_first:,.0f} events/s (includes the time one worker "
+                "ran alone, or a rebalance)"
+            )
+    if late:
+        lines.append(
+            "REBALANCE after the start: "
+            + ", ".join(f"worker {i} gen {gen} at +{at - start:.1f} s" for i, at, gen in late)
+        )
+    labels = dict(settings.source_topics)
+    labels[events_topic] = "events"
+    for i, log in enumerate(log_paths, start=1):
+        lines.append(f"worker {i} partitions: {assignment(log, end, labels)}")
+    if usage := cpu.between(start, seen.last_activity or end):
+        lines.append(f"CPU from the later Ready to the last output growth {usage}")
+    stage_changes = total(ends, [settings.stage_changes_topic]) - total(
+        before, [settings.stage_changes_topic]
+    )
+    dead_letters = total(ends, [settings.dead_letter_topic]) - total(
+        before, [settings.dead_letter_topic]
+    )
+    lines.append(
+        f"outputs: {stage_changes:,} stage changes, {dead_letters:,} dead letters, "
+        f"{total(ends, [events_topic]):,} bundles; changelog records: customer-state "
+        f"{total(ends, [state_log]):,}, dedupe-chunks {total(ends, [chunk_log]):,}"
+    )
+    if seen.inputs_done is not None:
+        lines.append(f"inputs committed to their ends {seen.inputs_done - start:.1f} s after Ready")
+    final = await latest_states(offsets.bootstrap, state_log, ends, limit)
+    applied = sum(state.applied_count for state in final.values())
+    lines.append(
+        f"check: events applied per the changelog's final states {applied:,} (in-process "
+        f"{applied_in_process:,}); customers {len(final):,}"
+    )
+    for i, child in enumerate(children, start=1):
+        lines.append(f"worker {i} log: {log_summary(child.log_path)}")
+    result.timeline = timeline(seen, list(settings.source_topics), events_topic, state_log)
+    return result
 
 
 def timeline(seen: Watch, inputs: Sequence[str], events: str, state_log: str) -> list[str]:
@@ -859,6 +1174,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip row C (a Faust agent writing a table once per event)",
     )
+    parser.add_argument(
+        "--workers-row",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the processor row again with 2 workers in one group [on]",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     return parser.parse_args(argv)
 
@@ -906,8 +1227,6 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     plain = await baseline_aiokafka(broker.bootstrap, inputs, f"{tag}-aiokafka", n, args.timeout)
 
     def own(name: str, store: str) -> Settings:
-        from dataclasses import replace
-
         return replace(
             base,
             app_id=f"{tag}-{name}",
@@ -928,6 +1247,19 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
             offsets, own("processor", "rocksdb://"), n, work, args.timeout
         )
         rows = [*engine.rows, plain, noop, processor]
+        two: TwoWorkers | None = None
+        if args.workers_row:
+            print("4b. processor, 2 workers in one group ...", flush=True)
+            two = await processor_two_workers(
+                offsets,
+                own("processor2", "rocksdb://"),
+                n,
+                work,
+                args.timeout,
+                broker.process.pid if broker.process is not None else None,
+                engine.applied,
+            )
+            rows.append(two.row)
         floor: Child | None = None
         if not args.no_table_baseline:
             print("5. Faust table write per event ...", flush=True)
@@ -948,6 +1280,10 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     if processor.seconds is None:
         print(f"processor worker did not finish; its log ({worker.log_path}) ends:")
         print(worker.log_tail())
+    if two is not None and two.row.seconds is None:
+        for child in two.children:
+            print(f"{child.name} did not finish; its log ({child.log_path}) ends:")
+            print(child.log_tail())
     print()
     print(
         f"engine parts: state encode {engine.state_encode_us:.1f} us/write, decode "
@@ -996,6 +1332,12 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     print(f"processor log: {log_summary(worker.log_path)}")
     if floor is not None:
         print(f"write-per-event log: {log_summary(floor.log_path)}")
+    if two is not None:
+        print("processor, 2 workers in one group (same records, its own app id):")
+        print("\n".join(f"    {line}" for line in two.lines))
+        if two.timeline:
+            print("    progress:")
+            print("\n".join(f"    {line}" for line in two.timeline))
     print(
         "timing: every consumer row starts when its consumer has its partitions and starts "
         "fetching (A: first assignment; Faust rows: the '[^Worker]: Ready' log line, after "
