@@ -6,7 +6,7 @@ import itertools
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -20,7 +20,6 @@ from processor.engine import (
     FixedEvidence,
     Output,
     RelativeEvidence,
-    Source,
     StageChange,
     Step,
     TriggerRef,
@@ -32,16 +31,9 @@ from processor.engine import (
 )
 from processor.engine.core import STAGE_CHANGE_NAMESPACE
 from processor.engine.model import default_definition_text
+from tests.engine.events import CUSTOMER, T0, at, ev
 
 MODEL = replace(load_model(), triggers=())  # stage rules only; triggers: test_triggers.py
-CUSTOMER = "cust-1"
-T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
-TOPICS: dict[Source, str] = {
-    "clickstream": "journey.clickstream",
-    "research": "journey.research",
-    "support": "journey.support",
-}
-SOURCE_OF: dict[str, Source] = {event_type: source for (source, event_type) in MODEL.evidence}
 
 FIXED = sorted(
     (source, t, e.stage)
@@ -54,35 +46,6 @@ PRE_PURCHASE_FIXED = [
     if MODEL.rank[stage] < MODEL.purchase_rank and source in ("clickstream", "research")
 ]
 SUPPORT_TYPES = sorted(t for (s, t) in MODEL.evidence if s == "support")
-
-_ids = itertools.count()
-
-
-def at(days: float = 0, **delta: float) -> datetime:
-    """T0 plus some days (and optionally hours, seconds, ...)."""
-    return T0 + timedelta(days=days, **delta)
-
-
-def ev(
-    type_: str,
-    when: datetime | float = 0,
-    *,
-    source: Source | None = None,
-    event_id: str | None = None,
-    customer: str = CUSTOMER,
-) -> Event:
-    """An event; ``when`` is a datetime or a number of days after T0."""
-    source = source or SOURCE_OF.get(type_, "clickstream")
-    occurred_at = when if isinstance(when, datetime) else at(when)
-    return Event(
-        event_id=event_id or f"ev-{next(_ids)}",
-        customer_id=customer,
-        source=source,
-        topic=TOPICS[source],
-        type=type_,
-        occurred_at=occurred_at,
-        properties={},
-    )
 
 
 def changes(outputs: Iterable[Output]) -> list[StageChange]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -29,16 +28,9 @@ from processor.engine import (
 from processor.engine.core import fire_due
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import TRIGGER_NAMESPACE, Timer, TriggerFired
+from tests.engine.events import CUSTOMER, T0, TOPICS, at, ev
 
 MODEL = load_model()  # with the default [[triggers]]
-CUSTOMER = "cust-t"
-T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
-TOPICS: dict[Source, str] = {
-    "clickstream": "journey.clickstream",
-    "research": "journey.research",
-    "support": "journey.support",
-}
-SOURCE_OF: dict[str, Source] = {event_type: source for (source, event_type) in MODEL.evidence}
 DEFAULT_RULES = (
     "sales_assist",
     "cart_abandoned",
@@ -48,36 +40,6 @@ DEFAULT_RULES = (
     "churn_risk",
     "winback",
 )
-
-_ids = itertools.count()
-
-
-def at(days: float = 0, **delta: float) -> datetime:
-    """T0 plus some days (and optionally hours, minutes, ...)."""
-    return T0 + timedelta(days=days, **delta)
-
-
-def ev(
-    type_: str,
-    when: datetime | float = 0,
-    *,
-    source: Source | None = None,
-    event_id: str | None = None,
-    customer: str = CUSTOMER,
-    properties: Mapping[str, Any] | None = None,
-) -> Event:
-    """An event; ``when`` is a datetime or a number of days after T0."""
-    source = source or SOURCE_OF.get(type_, "clickstream")
-    occurred_at = when if isinstance(when, datetime) else at(when)
-    return Event(
-        event_id=event_id or f"ev-{next(_ids)}",
-        customer_id=customer,
-        source=source,
-        topic=TOPICS[source],
-        type=type_,
-        occurred_at=occurred_at,
-        properties=dict(properties or {}),
-    )
 
 
 def run(
