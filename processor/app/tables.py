@@ -37,6 +37,12 @@ class MonotonicTable(faust.Table[bytes, bytes]):
     def __init__(self, app: faust.App, *, version: Version, **kwargs: Any) -> None:
         super().__init__(app, key_type=bytes, value_type=bytes, **kwargs)
         self._version = version
+        self.written: set[int] = set()
+        """Partitions this worker wrote changelog records to: the only ones it must mark."""
+
+    def on_key_set(self, key: bytes, value: bytes) -> None:
+        super().on_key_set(key, value)
+        self.written.add(self.partition_for_key(key))  # type: ignore[arg-type]
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         super().apply_changelog_batch(
@@ -54,6 +60,7 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         offset is recorded by the same callback Faust uses.
         """
         self.data[key] = value
+        self.written.add(partition)
         await self.changelog_topic.send(
             key=key,
             value=value,
@@ -65,15 +72,23 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         )
 
     def mark_handover(self, partitions: Iterable[int]) -> None:
-        """Queue a marker on each changelog partition; the caller flushes the producer."""
-        for partition in partitions:
+        """Queue a marker on each given partition this worker wrote to; the caller flushes.
+
+        A partition this worker never wrote to has no tail of its own to protect,
+        and a changelog that held nothing but markers has been seen to stall
+        Faust's recovery. The marker's offset is recorded as persisted, so this
+        worker's own next recovery of the partition starts after it.
+        """
+        for partition in sorted(set(partitions) & self.written):
             self.changelog_topic.send_soon(
                 key=MARKER_KEY,
                 value=b"{}",
                 partition=partition,
                 key_serializer="raw",
                 value_serializer="raw",
+                callback=self._on_changelog_sent,
             )
+        self.written.difference_update(partitions)
 
     def _is_stale(self, message: Any) -> bool:
         if message.value is None:
