@@ -32,10 +32,9 @@ FIRST_STAMP = "BENCH first-record"
 LAST_STAMP = "BENCH last-record"
 
 
-def create_noop_app(settings: Settings, expect: int) -> faust.App:
-    """A Faust app with one no-op agent on the input topics, configured like the processor."""
-    options = {k: v for k, v in faust_options(settings).items() if v is not None}
-    app = faust.App(settings.app_id, **options)
+def _app_on_inputs(settings: Settings) -> tuple[faust.App, Any]:
+    """A Faust app configured like the processor, and its raw input topics."""
+    app = faust.App(settings.app_id, **faust_options(settings))
     sources = app.topic(
         *settings.source_topics,
         key_type=bytes,
@@ -43,6 +42,12 @@ def create_noop_app(settings: Settings, expect: int) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    return app, sources
+
+
+def create_noop_app(settings: Settings, expect: int) -> faust.App:
+    """A Faust app with one no-op agent on the input topics, configured like the processor."""
+    app, sources = _app_on_inputs(settings)
 
     @app.agent(sources, name="noop", concurrency=1)
     async def noop(stream: Any) -> None:
@@ -65,15 +70,7 @@ def create_table_app(settings: Settings, expect: int, value_bytes: int) -> faust
     the size of an encoded customer state. The table is keyed by the record key
     and, like every Faust table, changelogged to the record's partition.
     """
-    options = {k: v for k, v in faust_options(settings).items() if v is not None}
-    app = faust.App(settings.app_id, **options)
-    sources = app.topic(
-        *settings.source_topics,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    app, sources = _app_on_inputs(settings)
     table = app.Table("per-event", partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
     @app.agent(sources, name="write-per-event", concurrency=1)

@@ -78,15 +78,13 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "recovery_consistency_check": settings.recovery_consistency_check,
         "stream_wait_empty": True,
-        "logging_config": None,
     }
 
 
 def create_app(settings: Settings, model: JourneyModel | None = None) -> JourneyApp:
     """Build the Faust app for ``settings``; loads (and validates) the journey definition."""
     model = model if model is not None else load_model(settings.definition)
-    options = {k: v for k, v in faust_options(settings).items() if v is not None}
-    app = faust.App(settings.app_id, **options)
+    app = faust.App(settings.app_id, **faust_options(settings))
     metrics = Metrics()
 
     raw: dict[str, Any] = {

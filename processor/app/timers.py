@@ -24,6 +24,9 @@ from datetime import datetime
 
 from processor.engine import CustomerState
 
+TICK_PREFIX = "tick:"
+"""Tick ids start with this, so a trigger's ``caused_by`` tells timer firings from events."""
+
 TICKS_REMEMBERED = 256
 """Ticks whose fired customers are remembered per partition, for re-emission on replay."""
 
@@ -101,7 +104,3 @@ class TimerIndex:
 
     def pending_total(self) -> int:
         return sum(max(0, n) for counts in self.pending.values() for n in counts.values())
-
-
-TICK_PREFIX = "tick:"
-"""Tick ids start with this, so a trigger's ``caused_by`` tells timer firings from events."""
