@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _opt(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +62,26 @@ class Settings:
     session_timeout: float = _opt(
         10.0, "Consumer group session timeout in seconds (how fast a dead worker is noticed)"
     )
-    recovery_consistency_check: bool = _opt(
-        True,
+    recovery_consistency_check: str = _opt(
+        "auto",
         "Refuse to start when local table state is ahead of its changelog (a recreated "
-        "topic). Set false with the embedded broker, whose end offsets can lag one batch",
+        "topic): true, false, or auto (on, except against the embedded broker, whose end "
+        "offsets can lag one batch)",
+        choices=("auto", "true", "false"),
+    )
+    broker_wait: float = _opt(
+        60.0, "Seconds a starting worker waits for the broker before it exits non-zero"
+    )
+    max_message_bytes: int = _opt(
+        1_000_000,
+        "Largest record the worker sends (bundles split below it; lowered to the broker's "
+        "message.max.bytes when the broker reports one)",
+    )
+    max_event_bytes: int = _opt(
+        65_536, "Largest input record accepted; larger ones are dead-lettered as too_large"
+    )
+    max_id_length: int = _opt(
+        256, "Longest event_id or customer_id accepted (UTF-8 bytes); longer is invalid_field"
     )
     batch_max: int = _opt(1000, "Most input records the router takes at once")
     batch_window: float = _opt(
@@ -141,7 +157,13 @@ _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 
 def _convert(name: str, kind: Any, raw: str) -> Any:
     kind = str(kind)
+    choices = Settings.__dataclass_fields__[name].metadata.get("choices", ())
     try:
+        if choices:
+            value = raw.strip().lower()
+            if value not in choices:
+                raise ValueError(f"expected one of {list(choices)}, not {raw!r}")
+            return value
         if kind == "bool":
             if raw.strip().lower() not in _BOOLS:
                 raise ValueError(f"expected one of {sorted(_BOOLS)}, not {raw!r}")

@@ -52,7 +52,8 @@ def test_types_are_converted() -> None:
     assert s.session_timeout == 6.5
     assert s.data_dir == Path("/tmp/x")
     assert s.definition == Path("my.toml")
-    assert s.recovery_consistency_check is False
+    assert s.recovery_consistency_check == "false"
+    assert Settings().recovery_consistency_check == "auto"
     assert Settings.from_env({"JOURNEY_DEFINITION": ""}).definition is None
 
 

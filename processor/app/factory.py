@@ -27,11 +27,14 @@ import faust
 
 from processor import __version__
 from processor.api import register_routes
+from processor.app.failstop import Deliveries, FailStop, guard_commits
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
 from processor.app.pipeline import Engine, InputRecord, Router
+from processor.app.preflight import BrokerFacts, consistency_check
 from processor.app.tables import monotonic_table
 from processor.app.timers import TimerIndex
+from processor.contracts.limits import Limits
 from processor.contracts.outputs import Record
 from processor.contracts.state import state_version
 from processor.engine import JourneyModel, Source, load_model
@@ -53,10 +56,13 @@ class JourneyApp:
     states: Any
     chunks: Any
     operations: Operations
+    failstop: FailStop
+    deliveries: Deliveries
 
 
-def faust_options(settings: Settings) -> dict[str, Any]:
+def faust_options(settings: Settings, facts: BrokerFacts | None = None) -> dict[str, Any]:
     """Faust settings from ours; ``env={}`` keeps BROKER_URL, APP_STORE and WEB_PORT out."""
+    facts = facts if facts is not None else BrokerFacts.unknown(settings)
     return {
         "env": {},
         "version": 1,
@@ -76,16 +82,28 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "processing_guarantee": "at_least_once",
         "producer_acks": -1,
         "table_standby_replicas": 0,
-        "recovery_consistency_check": settings.recovery_consistency_check,
+        "recovery_consistency_check": consistency_check(settings, facts),
+        # Room for the largest record we send plus its key, headers and framing.
+        "producer_max_request_size": facts.max_message_bytes + 64 * 1024,
         "stream_wait_empty": True,
     }
 
 
-def create_app(settings: Settings, model: JourneyModel | None = None) -> JourneyApp:
-    """Build the Faust app for ``settings``; loads (and validates) the journey definition."""
+def create_app(
+    settings: Settings, model: JourneyModel | None = None, facts: BrokerFacts | None = None
+) -> JourneyApp:
+    """Build the Faust app for ``settings``; loads (and validates) the journey definition.
+
+    ``facts`` are what :func:`processor.app.preflight.preflight` learnt of the
+    broker; without them the consistency check stays on and our own size limit holds.
+    """
     model = model if model is not None else load_model(settings.definition)
-    app = faust.App(settings.app_id, **faust_options(settings))
+    facts = facts if facts is not None else BrokerFacts.unknown(settings)
+    limits = Limits(settings.max_event_bytes, settings.max_id_length, facts.max_message_bytes)
+    app = faust.App(settings.app_id, **faust_options(settings, facts))
     metrics = Metrics()
+    failstop = FailStop()
+    deliveries = Deliveries(failstop)
 
     raw: dict[str, Any] = {
         "key_type": bytes,
@@ -105,6 +123,7 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         version=state_version,
         partitions=settings.partitions,
         help="Per-customer stage state (processor.contracts.state)",
+        deliveries=deliveries,
     )
     chunks = monotonic_table(
         app,
@@ -112,17 +131,19 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         version=lambda _: 0,  # a sealed chunk is written once and never changes
         partitions=settings.partitions,
         help="Sealed chunks of applied event ids, per customer",
+        deliveries=deliveries,
     )
 
     def sender(topic: Any) -> Any:
         async def send(record: Record, partition: int | None) -> None:
-            await topic.send(
+            delivery = await topic.send(
                 key=record.key,
                 value=record.value,
                 partition=partition,
                 headers=record.headers,
                 force=True,
             )
+            deliveries.track(delivery)
 
         return send
 
@@ -133,10 +154,20 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         send_bundle=sender(events),
         send_dead_letter=sender(dead_letters),
         metrics=metrics,
+        limits=limits,
     )
     timers = TimerIndex()
     operations = Operations(
-        app, settings, model, metrics, states, (states, chunks), timers=timers, events=events
+        app,
+        settings,
+        model,
+        metrics,
+        states,
+        (states, chunks),
+        timers=timers,
+        events=events,
+        failstop=failstop,
+        deliveries=deliveries,
     )
     engine = Engine(
         model=model,
@@ -151,15 +182,27 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         on_state_written=operations.counts.move,
     )
 
+    # An agent that raises would have its batch acked and skipped, and be
+    # restarted (faust-streaming#315, #527): each agent stops the worker instead.
     @app.agent(sources, name="router", concurrency=1)
     async def route(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):
-            await router.route(_position(e.message, e.value) for e in batch)
+            try:
+                await router.route(_position(e.message, e.value) for e in batch)
+            except Exception as exc:
+                failstop.fail(f"the router failed: {exc!r}", exc)
+                await failstop.halt()
 
     @app.agent(events, name="engine", concurrency=1)
     async def run_engine(stream: Any) -> None:
         async for event in stream.events():
-            await engine.apply_bundle(event.value, _position(event.message, None))
+            try:
+                await engine.apply_bundle(event.value, _position(event.message, None))
+            except Exception as exc:
+                failstop.fail(f"the engine failed: {exc!r}", exc)
+                await failstop.halt()
+
+    guard_commits(app.consumer, deliveries)
 
     log.info(
         "journey-processor %s: model %s v%s, %d partitions",
@@ -169,7 +212,19 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         settings.partitions,
     )
     operations.install()
-    journey = JourneyApp(settings, model, app, router, engine, metrics, states, chunks, operations)
+    journey = JourneyApp(
+        settings,
+        model,
+        app,
+        router,
+        engine,
+        metrics,
+        states,
+        chunks,
+        operations,
+        failstop,
+        deliveries,
+    )
     register_routes(journey)
     return journey
 

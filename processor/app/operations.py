@@ -17,6 +17,7 @@ from typing import Any, cast
 import faust
 from prometheus_client.core import GaugeMetricFamily
 
+from processor.app.failstop import Deliveries, FailStop
 from processor.app.funnel import StageCounts
 from processor.app.metrics import Metrics
 from processor.app.pipeline import partition_for
@@ -50,12 +51,16 @@ class Operations:
     """The internal events topic: timer ticks are sent on it, to the partition they are for."""
     ticks_in_flight: dict[int, float] = field(default_factory=dict)
     counts: StageCounts = field(default_factory=StageCounts)
+    failstop: FailStop = field(default_factory=FailStop)
+    deliveries: Deliveries | None = None
     rebalance_completed: bool = False
     counted_generation: int = -1
     generation: int = 0
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once partitions are assigned and table recovery is done (and not rebalancing)."""
+        if self.failstop.reason is not None:
+            return False, f"stopped after a failure: {self.failstop.reason}"
         if not self.rebalance_completed:
             return False, "waiting for the first partition assignment and table recovery"
         if self.app.rebalancing:
@@ -169,9 +174,11 @@ class Operations:
                 continue  # the last tick has not been applied yet
             self.ticks_in_flight[partition] = time.monotonic()
             tick = Tick(f"{TICK_PREFIX}{uuid.uuid4()}", now)
-            await self.events.send(
+            delivery = await self.events.send(
                 key=None, value=encode_tick(tick), partition=partition, force=True
             )
+            if self.deliveries is not None:
+                self.deliveries.track(delivery)
 
     def tick_applied(self, partition: int) -> None:
         self.ticks_in_flight.pop(partition, None)

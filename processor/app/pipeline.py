@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,12 +28,14 @@ from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
 from processor.app.timers import TimerIndex
-from processor.contracts.bundle import Tick, decode_message, encode_bundle
-from processor.contracts.inputs import Rejection, decode_event
+from processor.contracts.bundle import Tick, decode_message, encode_bundle, encode_bundles
+from processor.contracts.inputs import Rejection
+from processor.contracts.limits import Limits, decode_record
 from processor.contracts.outputs import (
     Record,
     encode_dead_letter,
     encode_stage_change,
+    encode_too_large,
     encode_trigger,
 )
 from processor.contracts.state import (
@@ -59,9 +61,6 @@ from processor.engine.triggers import TriggerFired
 
 log = logging.getLogger(__name__)
 
-BUNDLE_MAX_EVENTS = 500
-"""Events per bundle record; keeps records far below the broker's message size limit."""
-
 Send = Callable[[Record, int | None], Awaitable[None]]
 """Sends a record, to a given partition or (None) by key."""
 
@@ -69,15 +68,12 @@ StateWritten = Callable[[int, "CustomerState | None", "CustomerState"], None]
 """Told (partition, before, after) on every state write: keeps the local funnel current."""
 
 
-Table = MutableMapping[bytes, bytes]
-"""A Faust table with raw keys and values."""
-
-
 class StateTable(Protocol):
-    """The customer-state table: read like a mapping, written with its changelog partition."""
+    """A table read like a mapping and written with its changelog partition (see tables.py)."""
 
     def get(self, key: bytes, /) -> bytes | None: ...
     async def put(self, key: bytes, value: bytes, partition: int) -> None: ...
+    async def delete(self, key: bytes, partition: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +109,7 @@ class Router:
         send_bundle: Send,
         send_dead_letter: Send,
         metrics: Metrics,
+        limits: Limits | None = None,
     ) -> None:
         self.model = model
         self.sources = sources
@@ -120,22 +117,27 @@ class Router:
         self.send_bundle = send_bundle
         self.send_dead_letter = send_dead_letter
         self.metrics = metrics
+        self.limits = limits if limits is not None else Limits()
 
     async def route(self, records: Iterable[InputRecord]) -> None:
+        """Route one batch: dead letters as they are found, then one bundle per partition.
+
+        A send that fails raises: the caller stops the worker (fail-stop), so
+        nothing of this batch is committed and all of it is read again.
+        """
         bundles: dict[int, list[Event]] = defaultdict(list)
         for record in records:
             event = await self._decode(record)
             if event is not None:
                 bundles[partition_for(event.customer_id, self.partitions)].append(event)
         for partition, events in sorted(bundles.items()):
-            for start in range(0, len(events), BUNDLE_MAX_EVENTS):
-                chunk = events[start : start + BUNDLE_MAX_EVENTS]
-                await self.send_bundle(Record(None, encode_bundle(chunk), []), partition)
+            for bundle in encode_bundles(events, self.limits.max_bundle_bytes):
+                await self.send_bundle(Record(None, bundle, []), partition)
 
     async def _decode(self, record: InputRecord) -> Event | None:
         source = self.sources[record.topic]
         try:
-            decoded = decode_event(record.value, source, record.topic)
+            decoded = decode_record(record.key, record.value, source, record.topic, self.limits)
         except Exception as exc:  # a decoder bug must not stop the stream
             log.exception(
                 "decoding failed at %s[%d]@%d", record.topic, record.partition, record.offset
@@ -143,7 +145,10 @@ class Router:
             await self.dead_letter(record, "processing_error", repr(exc)[:500])
             return None
         if isinstance(decoded, Rejection):
-            await self.dead_letter(record, decoded.reason, decoded.detail)
+            if decoded.reason == "too_large":
+                await self.dead_letter_too_large(record, decoded.detail)
+            else:
+                await self.dead_letter(record, decoded.reason, decoded.detail)
             return None
         if self.model.evidence_for(source, decoded.type) is None:
             self.metrics.events.labels(record.topic, "other", "ignored").inc()
@@ -160,6 +165,21 @@ class Router:
             key=record.key,
             payload=record.value,
         )
+        await self._sent_dead_letter(record, reason, letter)
+
+    async def dead_letter_too_large(self, record: InputRecord, detail: str) -> None:
+        """A record too big to carry: its coordinates, length and digest, not its bytes."""
+        letter = encode_too_large(
+            detail=detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            payload=record.value,
+        )
+        await self._sent_dead_letter(record, "too_large", letter)
+
+    async def _sent_dead_letter(self, record: InputRecord, reason: str, letter: Record) -> None:
         await self.send_dead_letter(letter, None)
         self.metrics.dead_letters.labels(record.topic, reason).inc()
         self.metrics.events.labels(record.topic, "unknown", "dead_lettered").inc()
@@ -173,7 +193,7 @@ class Engine:
         *,
         model: JourneyModel,
         states: StateTable,
-        chunks: Table,
+        chunks: StateTable,
         send_change: Send,
         send_trigger: Send,
         send_dead_letter: Send,
@@ -210,10 +230,9 @@ class Engine:
         for event in events:
             by_customer[event.customer_id].append(event)
         for customer_id, customer_events in by_customer.items():
-            try:
-                await self._apply_customer(customer_id, customer_events, position)
-            except Exception as exc:  # unreadable stored state: park the events, keep going
-                await self._dead_letter(position, encode_bundle(customer_events), exc)
+            # A store or send failure raises out of here: the agent stops the worker
+            # (fail-stop) rather than dead-letter events whose outputs may be out.
+            await self._apply_customer(customer_id, customer_events, position)
         self.metrics.bundle_seconds.observe(time.perf_counter() - started)
 
     async def _apply_customer(
@@ -223,7 +242,8 @@ class Engine:
         metrics = self.metrics
         raw = self.states.get(key)
         state = before = decode_state(raw) if raw is not None else None
-        archive = _Archive(self.chunks, customer_id)
+        archive = _Archive(self.chunks, customer_id, position.partition)
+        replayed = False
         for event in events:
             started = time.perf_counter()
             try:
@@ -238,14 +258,19 @@ class Engine:
             metrics.event_time_lag.observe(time.time() - event.occurred_at.timestamp())
             self.timers.observe(position.partition, event.occurred_at)
             state = step.state
+            replayed = replayed or step.outcome == "duplicate"
             metrics.events.labels(
                 event.topic, type_label(self.model, event.source, event.type), step.outcome
             ).inc()
             for output in step.outputs:
                 if isinstance(output, ChunkSealed):
-                    archive.seal(output)
+                    await archive.seal(output)
             await self._send_outputs(step)
-        if state is not None and state is not before:
+        if state is not None and (state is not before or replayed):
+            # A replayed event means this state may be in the local store but not yet
+            # in the changelog (a crash between the two): write it again, so that the
+            # next owner of the partition cannot recover an older state than the
+            # committed offsets imply.
             await self._write(key, position.partition, before, state)
 
     async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
@@ -324,9 +349,10 @@ class Engine:
 class _Archive:
     """A customer's sealed dedupe chunks: read at most once per bundle, and only if needed."""
 
-    def __init__(self, chunks: Table, customer_id: str) -> None:
+    def __init__(self, chunks: StateTable, customer_id: str, partition: int) -> None:
         self.chunks = chunks
         self.customer_id = customer_id
+        self.partition = partition
         self.ids: set[str] | None = None
 
     def holds(self, state: CustomerState, event_id: str) -> bool:
@@ -341,10 +367,11 @@ class _Archive:
                     self.ids.update(decode_chunk(raw))
         return event_id in self.ids
 
-    def seal(self, sealed: ChunkSealed) -> None:
-        self.chunks[chunk_key(sealed.customer_id, sealed.index)] = encode_chunk(sealed.event_ids)
+    async def seal(self, sealed: ChunkSealed) -> None:
+        key = chunk_key(sealed.customer_id, sealed.index)
+        await self.chunks.put(key, encode_chunk(sealed.event_ids), self.partition)
         expired = chunk_key(sealed.customer_id, sealed.expired_index)
-        if sealed.expired_index >= 0 and expired in self.chunks:
-            del self.chunks[expired]
+        if sealed.expired_index >= 0 and self.chunks.get(expired) is not None:
+            await self.chunks.delete(expired, self.partition)
         if self.ids is not None:
             self.ids.update(sealed.event_ids)

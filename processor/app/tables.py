@@ -19,6 +19,8 @@ from typing import Any
 
 import faust
 
+from processor.app.failstop import Deliveries
+
 Version = Callable[[bytes], int]
 """The version of a stored value; a later write of a key always has a higher one."""
 
@@ -34,9 +36,12 @@ real write lies before it. Recovery skips the marker itself."""
 class MonotonicTable(faust.Table[bytes, bytes]):
     """A bytes-to-bytes table whose recovery keeps a key's newest value."""
 
-    def __init__(self, app: faust.App, *, version: Version, **kwargs: Any) -> None:
+    def __init__(
+        self, app: faust.App, *, version: Version, deliveries: Deliveries, **kwargs: Any
+    ) -> None:
         super().__init__(app, key_type=bytes, value_type=bytes, **kwargs)
         self._version = version
+        self._deliveries = deliveries
         self.written: set[int] = set()
         """Partitions this worker wrote changelog records to: the only ones it must mark."""
 
@@ -60,8 +65,16 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         offset is recorded by the same callback Faust uses.
         """
         self.data[key] = value
+        await self._send(key, value, partition)
+
+    async def delete(self, key: bytes, partition: int) -> None:
+        """Remove a key, and write its tombstone to the changelog the same way."""
+        self.data.pop(key, None)
+        await self._send(key, None, partition)
+
+    async def _send(self, key: bytes, value: bytes | None, partition: int) -> None:
         self.written.add(partition)
-        await self.changelog_topic.send(
+        delivery = await self.changelog_topic.send(
             key=key,
             value=value,
             partition=partition,
@@ -70,6 +83,7 @@ class MonotonicTable(faust.Table[bytes, bytes]):
             callback=self._on_changelog_sent,
             force=True,
         )
+        self._deliveries.track(delivery)
 
     def mark_handover(self, partitions: Iterable[int]) -> None:
         """Queue a marker on each given partition this worker wrote to; the caller flushes.
@@ -98,12 +112,19 @@ class MonotonicTable(faust.Table[bytes, bytes]):
 
 
 def monotonic_table(
-    app: faust.App, name: str, *, version: Version, partitions: int, help: str
+    app: faust.App,
+    name: str,
+    *,
+    version: Version,
+    partitions: int,
+    help: str,
+    deliveries: Deliveries,
 ) -> MonotonicTable:
-    """Declare the table on the app, as ``app.Table`` would."""
+    """Declare the table on the app, as ``app.Table`` would; its sends are tracked."""
     table = MonotonicTable(
         app,
         version=version,
+        deliveries=deliveries,
         name=name,
         beacon=app.tables.beacon,
         partitions=partitions,

@@ -109,17 +109,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_worker(settings: Settings) -> int:
-    """Validate, create missing topics, then hand the process to Faust's worker."""
+    """Validate, wait for the broker and create missing topics, then hand over to Faust.
+
+    Exits 69 (EX_UNAVAILABLE) with one line when no broker answers in time.
+    """
     import faust
 
     from processor.app import create_app
-    from processor.app.topics import ensure_topics
+    from processor.app.preflight import BrokerUnavailable, preflight
 
-    journey = create_app(settings)
+    model = load_model(settings.definition)  # an invalid definition fails before any waiting
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    created = asyncio.run(ensure_topics(settings))
+    try:
+        facts, created = asyncio.run(preflight(settings))
+    except BrokerUnavailable as exc:
+        print(f"journey worker: {exc}", file=sys.stderr)
+        return 69
+    log = logging.getLogger("journey")
     if created:
-        logging.getLogger("journey").info("created topics %s", created)
+        log.info("created topics %s", created)
+    journey = create_app(settings, model, facts)
     worker = faust.Worker(journey.faust, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()  # returns only by raising SystemExit
     return 0

@@ -9,6 +9,7 @@ events per stream iteration and writes each customer's state once per bundle.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,6 +47,27 @@ class Tick:
 
 def encode_bundle(events: list[Event]) -> bytes:
     return orjson.dumps({"v": BUNDLE_VERSION, "events": [_event_document(e) for e in events]})
+
+
+def encode_bundles(events: Iterable[Event], max_bytes: int) -> Iterator[bytes]:
+    """The events as bundles whose values stay under ``max_bytes`` (in order, none empty).
+
+    Each event's document is encoded once; a bundle is those documents joined,
+    which is byte for byte what :func:`encode_bundle` gives for the same events.
+    The caller keeps every single event far below ``max_bytes`` (see limits.py).
+    """
+    head, tail = b'{"v":%d,"events":[' % BUNDLE_VERSION, b"]}"
+    parts: list[bytes] = []
+    size = len(head) + len(tail)
+    for event in events:
+        part = orjson.dumps(_event_document(event))
+        if parts and size + len(part) + 1 > max_bytes:
+            yield head + b",".join(parts) + tail
+            parts, size = [], len(head) + len(tail)
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        yield head + b",".join(parts) + tail
 
 
 def encode_tick(tick: Tick) -> bytes:

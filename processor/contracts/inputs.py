@@ -22,6 +22,7 @@ RejectReason = Literal[
     "missing_field",
     "invalid_field",
     "invalid_timestamp",
+    "too_large",
 ]
 """Why a record was dead-lettered at decoding. ``processing_error`` is the shell's own."""
 
@@ -32,6 +33,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "missing_field",
     "invalid_field",
     "invalid_timestamp",
+    "too_large",
     "processing_error",
 )
 

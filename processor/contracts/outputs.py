@@ -8,6 +8,7 @@ dedupable repeat. Versioned contracts live in ``schemas/``.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +116,15 @@ def _cloudevent_headers(
     ]
 
 
+DEAD_LETTER_SCHEMA = "dead-letter.v2"
+"""The dead-letter contract: v2 added the ``too_large`` reason and the ``original`` digest."""
+
+_DEAD_LETTER_HEADERS: Headers = [
+    ("content-type", b"application/json"),
+    ("journey_schema", DEAD_LETTER_SCHEMA.encode()),
+]
+
+
 def encode_dead_letter(
     *,
     reason: str,
@@ -135,18 +145,57 @@ def encode_dead_letter(
             encoding = "base64"
             text = base64.b64encode(payload).decode("ascii")
     document = {
+        "schema": DEAD_LETTER_SCHEMA,
         "reason": reason,
         "detail": detail,
         "source": {"topic": topic, "partition": partition, "offset": offset},
         "payload": text,
         "payload_encoding": encoding,
+        "original": _digest(key, payload),
     }
-    return Record(key, orjson.dumps(document), [("content-type", b"application/json")])
+    return Record(key, orjson.dumps(document), list(_DEAD_LETTER_HEADERS))
+
+
+def encode_too_large(
+    *,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    payload: bytes | None,
+) -> Record:
+    """A record too large to carry: no key or bytes, but where it is and how to verify it.
+
+    The original stays fetchable at ``source`` on the input topic (for as long
+    as its retention keeps it), and ``original.sha256`` confirms it is the one.
+    """
+    document = {
+        "schema": DEAD_LETTER_SCHEMA,
+        "reason": "too_large",
+        "detail": detail,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "payload": None,
+        "payload_encoding": "omitted",
+        "original": _digest(key, payload),
+    }
+    return Record(None, orjson.dumps(document), list(_DEAD_LETTER_HEADERS))
+
+
+def _digest(key: bytes | None, payload: bytes | None) -> dict[str, Any]:
+    return {
+        "key_length": None if key is None else len(key),
+        "key_sha256": None if key is None else hashlib.sha256(key).hexdigest(),
+        "length": None if payload is None else len(payload),
+        "sha256": None if payload is None else hashlib.sha256(payload).hexdigest(),
+    }
 
 
 def restore_payload(dead_letter: dict[str, Any]) -> bytes | None:
     """The original record value of a dead letter, byte for byte."""
     payload = dead_letter["payload"]
+    if dead_letter["payload_encoding"] == "omitted":
+        raise ValueError("a too_large dead letter does not carry the original: fetch it at source")
     if payload is None:
         return None
     if dead_letter["payload_encoding"] == "base64":

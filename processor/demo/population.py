@@ -616,6 +616,7 @@ _MALFORMED_KINDS = (
     "empty_event_id",
     "occurred_yesterday",
     "occurred_without_offset",
+    "oversized",
 )
 
 
@@ -680,5 +681,7 @@ def _malformed_value(rng: random.Random, kind: str, neighbour: dict[str, Any]) -
         return orjson.dumps(dict(doc, event_id=""))
     if kind == "occurred_yesterday":
         return orjson.dumps(dict(doc, occurred_at="yesterday"))
+    if kind == "oversized":  # larger than JOURNEY_MAX_EVENT_BYTES' default
+        return orjson.dumps(dict(doc, properties={"blob": "x" * 70_000}))
     naive = str(doc["occurred_at"])[:19]
     return orjson.dumps(dict(doc, occurred_at=naive))

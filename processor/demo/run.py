@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from processor.app.topics import ensure_topics
+from processor.app.preflight import preflight
 from processor.broker import EmbeddedBroker, free_port
 from processor.demo.funnel import FunnelTracker, render, render_summary
 from processor.demo.population import DemoRecord, generate
@@ -45,10 +45,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             data_dir=workdir / "data",
             web_port=free_port(),
             session_timeout=6.0,
-            recovery_consistency_check=False,
         )
         model = load_model(settings.definition)
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(preflight(settings))
         worker = _start_worker(settings, workdir / "worker.log")
         print(
             f"broker {broker.bootstrap}, worker pid {worker.pid}, logs in {workdir}",

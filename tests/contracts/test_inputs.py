@@ -541,8 +541,9 @@ def test_the_decoder_accepts_exactly_what_the_schema_accepts(doc: Any, source: S
 
 
 @given(
+    # Years 0001 and 9999 are refused on purpose (an offset could move them out of range).
     moment=st.datetimes(
-        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+        min_value=datetime(2, 1, 2), max_value=datetime(9998, 12, 30), timezones=st.just(UTC)
     ),
     minutes=st.integers(-23 * 60 - 59, 23 * 60 + 59),
     digits=st.integers(0, 9),

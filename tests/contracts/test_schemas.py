@@ -4,6 +4,7 @@ writes (stage changes, dead letters, event bundles) validates against them."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from processor.contracts.outputs import (
     STAGE_CHANGED_TYPE,
     encode_dead_letter,
     encode_stage_change,
+    encode_too_large,
     restore_payload,
 )
 from processor.engine import (
@@ -45,6 +47,7 @@ EXPECTED = {
     "input.support.v1.json",
     "stage-change.v1.json",
     "dead-letter.v1.json",
+    "dead-letter.v2.json",
     "internal.event-bundle.v1.json",
     "trigger.v1.json",
 }
@@ -63,7 +66,8 @@ def validator(name: str) -> Draft202012Validator:
 
 
 STAGE_CHANGE = validator("stage-change.v1.json")
-DEAD_LETTER = validator("dead-letter.v1.json")
+DEAD_LETTER = validator("dead-letter.v2.json")
+DEAD_LETTER_V1 = validator("dead-letter.v1.json")
 BUNDLE = validator("internal.event-bundle.v1.json")
 
 
@@ -312,7 +316,7 @@ def test_a_first_change_must_come_from_nothing() -> None:
 
 
 def test_dead_letter_reasons_are_the_decoders() -> None:
-    schema = ALL["dead-letter.v1.json"]
+    schema = ALL["dead-letter.v2.json"]
     assert schema["properties"]["reason"]["enum"] == list(REJECT_REASONS)
     for reason in REJECT_REASONS:
         assert reason in schema["properties"]["reason"]["description"]
@@ -320,8 +324,13 @@ def test_dead_letter_reasons_are_the_decoders() -> None:
 
 def test_dead_letter_examples_restore() -> None:
     encodings = set()
-    for example in ALL["dead-letter.v1.json"]["examples"]:
+    for example in ALL["dead-letter.v2.json"]["examples"]:
+        if example["payload_encoding"] == "omitted":
+            with pytest.raises(ValueError, match="fetch it at source"):
+                restore_payload(example)
+            continue
         restored = restore_payload(example)
+        assert example["original"]["length"] == (None if restored is None else len(restored))
         if example["payload"] is None:
             assert restored is None
             continue
@@ -348,7 +357,7 @@ _PAYLOADS = st.one_of(
 @given(
     payload=_PAYLOADS,
     key=st.one_of(st.none(), st.binary(max_size=20)),
-    reason=st.sampled_from(REJECT_REASONS),
+    reason=st.sampled_from([r for r in REJECT_REASONS if r != "too_large"]),
     detail=st.text(st.characters(exclude_categories=("Cs",)), max_size=50),
     topic=st.sampled_from([f"journey.{s}" for s in SOURCES]),
     partition=st.integers(0, 2**31 - 1),
@@ -375,15 +384,49 @@ def test_dead_letters_validate_and_restore_exactly(
     document = orjson.loads(record.value)
     assert_valid(DEAD_LETTER, document)
     assert record.key == key
-    assert record.headers == [("content-type", b"application/json")]
+    assert record.headers == [
+        ("content-type", b"application/json"),
+        ("journey_schema", b"dead-letter.v2"),
+    ]
     assert document["source"] == {"topic": topic, "partition": partition, "offset": offset}
     assert restore_payload(document) == payload
+    assert document["original"]["length"] == (None if payload is None else len(payload))
+    assert document["original"]["key_length"] == (None if key is None else len(key))
     if payload is None:
         assert document["payload"] is None
     elif document["payload_encoding"] == "base64":
         assert base64.b64decode(document["payload"], validate=True) == payload
     else:
         assert document["payload"].encode("utf-8") == payload
+
+
+@given(payload=st.binary(max_size=300), key=st.one_of(st.none(), st.binary(max_size=20)))
+def test_too_large_dead_letters_carry_a_digest_not_the_bytes(
+    payload: bytes, key: bytes | None
+) -> None:
+    record = encode_too_large(
+        detail="too big",
+        topic="journey.clickstream",
+        partition=2,
+        offset=7,
+        key=key,
+        payload=payload,
+    )
+    document = orjson.loads(record.value)
+    assert_valid(DEAD_LETTER, document)
+    assert record.key is None and document["payload"] is None
+    assert document["original"]["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert document["original"]["length"] == len(payload)
+    assert document["original"]["key_sha256"] == (
+        None if key is None else hashlib.sha256(key).hexdigest()
+    )
+
+
+def test_v1_examples_are_not_v2_documents() -> None:
+    """v2 is a new version: a v1 consumer's document lacks what v2 requires."""
+    for example in ALL["dead-letter.v1.json"]["examples"]:
+        assert DEAD_LETTER_V1.is_valid(example)
+        assert not DEAD_LETTER.is_valid(example)
 
 
 @given(raw=st.one_of(st.none(), st.binary(max_size=100)), source=st.sampled_from(SOURCES))
@@ -414,10 +457,14 @@ def test_every_rejection_makes_a_valid_dead_letter(raw: bytes | None, source: So
         {"source": {"topic": "t", "partition": -1, "offset": 0}},
         {"source": {"topic": "t", "partition": 0}},
         {"extra": True},
+        {"reason": "too_large"},
+        {"payload_encoding": "omitted"},
+        {"original": {"length": 3}},
+        {"schema": "dead-letter.v1"},
     ],
 )
 def test_the_dead_letter_schema_rejects(mutation: dict[str, Any]) -> None:
-    document = dict(ALL["dead-letter.v1.json"]["examples"][0]) | mutation
+    document = dict(ALL["dead-letter.v2.json"]["examples"][0]) | mutation
     assert not DEAD_LETTER.is_valid(document)
 
 

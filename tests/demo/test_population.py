@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.contracts.inputs import REJECT_REASONS, Rejection, decode_event
+from processor.contracts.inputs import REJECT_REASONS, Rejection
+from processor.contracts.limits import Limits, decode_record
 from processor.demo.population import SOURCES, DemoRecord, count_by_source, generate
 from processor.engine import CustomerState, Event, apply, load_model
 
@@ -19,7 +20,8 @@ MALFORMED = 16
 
 
 def decode(record: DemoRecord) -> Event | Rejection:
-    return decode_event(record.value, record.source, f"demo.{record.source}")
+    """As the router decodes: the default size limits, then the input contract."""
+    return decode_record(record.key, record.value, record.source, f"demo.{record.source}", Limits())
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,6 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
         triggers_topic=f"{prefix}.triggers",
         session_timeout=6.0,
         batch_window=0.02,
-        recovery_consistency_check=False,  # the embedded broker's end offsets can lag
     )
 
 

@@ -193,7 +193,7 @@ async def test_stage_changes_and_dead_letters_end_to_end(
     # Wrongly keyed records still reached their customer.
     assert {grouped[f"badkey-{i}"][-1].doc["to_stage"] for i in range(10)} == {"evaluation"}
 
-    letter_schema = validator("dead-letter.v1.json")
+    letter_schema = validator("dead-letter.v2.json")
     reasons = {}
     for r in letters.records:
         letter_schema.validate(r.doc)

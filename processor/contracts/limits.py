@@ -1,0 +1,81 @@
+"""Size limits on what the processor accepts and sends, so no record it makes can be refused.
+
+A producer we do not control can write anything the broker takes: a 300 KB
+customer id, a 1 MB value. Carried through as is, such a record makes a
+bundle, a dead letter or a changelog value larger than the broker accepts, and
+the worker would either crash or (Faust's default) skip a batch. So the router
+enforces, before anything is sent:
+
+* an input record (key plus value) of at most ``max_event_bytes``; a larger one
+  is dead-lettered as ``too_large``, without its bytes but with its length, its
+  sha256 and where it is, so the original can be fetched from the input topic;
+* ``event_id``, ``customer_id`` and ``type`` of at most ``max_id_length`` UTF-8
+  bytes; longer is ``invalid_field``.
+
+Every record the worker then sends is bounded: a bundle is split so that its
+value stays under ``max_message_bytes``, and a state value is bounded because
+everything in it is (a fixed number of ids, each bounded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processor.contracts.inputs import Rejection, decode_event
+from processor.engine import Event, Source
+
+BUNDLE_OVERHEAD_BYTES = 1_024
+"""What a bundle adds around its events' documents, and one event document around its input."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_event_bytes: int = 65_536
+    max_id_length: int = 256
+    max_message_bytes: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_event_bytes + 2 * BUNDLE_OVERHEAD_BYTES > self.max_message_bytes:
+            raise ValueError(
+                f"JOURNEY_MAX_EVENT_BYTES ({self.max_event_bytes}) must leave room under the "
+                f"largest record the worker may send ({self.max_message_bytes} bytes)"
+            )
+        if self.max_id_length < 1:
+            raise ValueError("JOURNEY_MAX_ID_LENGTH must be at least 1")
+
+    @property
+    def max_bundle_bytes(self) -> int:
+        """The most a bundle's events' documents may add up to."""
+        return self.max_message_bytes - BUNDLE_OVERHEAD_BYTES
+
+    def too_large(self, key: bytes | None, value: bytes | None) -> bool:
+        return len(key or b"") + len(value or b"") > self.max_event_bytes
+
+    def check_event(self, event: Event) -> Rejection | None:
+        """An ``invalid_field`` rejection if an id or the type is longer than allowed."""
+        for name in ("event_id", "customer_id", "type"):
+            length = len(getattr(event, name).encode("utf-8", "surrogatepass"))
+            if length > self.max_id_length:
+                return Rejection(
+                    "invalid_field",
+                    f"{name} is {length} bytes long; at most {self.max_id_length} "
+                    "(JOURNEY_MAX_ID_LENGTH)",
+                )
+        return None
+
+
+def decode_record(
+    key: bytes | None, value: bytes | None, source: Source, topic: str, limits: Limits
+) -> Event | Rejection:
+    """An input record as an event, or why not: the size limits first, then the contract."""
+    if limits.too_large(key, value):
+        size = len(key or b"") + len(value or b"")
+        return Rejection(
+            "too_large",
+            f"key and value are {size} bytes; at most {limits.max_event_bytes} "
+            "(JOURNEY_MAX_EVENT_BYTES)",
+        )
+    decoded = decode_event(value, source, topic)
+    if isinstance(decoded, Event):
+        return limits.check_event(decoded) or decoded
+    return decoded
