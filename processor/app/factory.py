@@ -179,7 +179,7 @@ def create_app(
         timers=timers,
         ce_source=f"/journey-processor/{settings.app_id}",
         metrics=metrics,
-        on_state_written=operations.counts.move,
+        on_state_written=operations.state_written,
     )
 
     # An agent that raises would have its batch acked and skipped, and be

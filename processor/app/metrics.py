@@ -31,6 +31,20 @@ class Metrics:
             ["topic", "type", "outcome"],
             registry=r,
         )
+        self.records_consumed = Counter(
+            "journey_records_consumed",
+            "Input records the router consumed, by input topic and partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.records = Counter(
+            "journey_records",
+            "Input records by input topic, partition and outcome (applied, duplicate, ignored, "
+            "dead_lettered); summed over the workers, the outcomes of a partition add up to "
+            "journey_records_consumed_total",
+            ["topic", "partition", "outcome"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "journey_dead_letters",
             "Input records sent to the dead-letter topic, by input topic and reason",
@@ -96,6 +110,10 @@ class Metrics:
             "journey_build_info", "The running version", ["version"], registry=r
         )
         self.build_info.labels(__version__).set(1)
+
+    def outcome(self, topic: str, partition: int, outcome: str) -> None:
+        """Count one input record's outcome against the partition it was read from."""
+        self.records.labels(topic, str(partition), outcome).inc()
 
     def add_collector(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
         """Gauges computed at scrape time (customers per stage, recovery, readiness)."""

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -56,6 +56,8 @@ class Operations:
     rebalance_completed: bool = False
     counted_generation: int = -1
     generation: int = 0
+    _scanning: set[str] | None = None
+    """Customers written while :meth:`recount` scans; None when no scan runs."""
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once partitions are assigned and table recovery is done (and not rebalancing)."""
@@ -85,10 +87,24 @@ class Operations:
         cast(Any, self.app.on_rebalance_complete).connect(self._on_rebalance_complete)
         cast(Any, self.app.on_partitions_revoked).connect(self._on_revoked)
         cast(Any, self.app.on_before_shutdown).connect(self._on_shutdown)
-        self.app.timer(interval=2.0)(self._recount_after_rebalance)
+        self.app.timer(interval=2.0)(self._fail_stop(self._recount_after_rebalance))
         self.app.timer(interval=5.0)(self._measure_lag)
-        self.app.timer(interval=self.settings.timer_interval)(self._tick)
+        self.app.timer(interval=self.settings.timer_interval)(self._fail_stop(self._tick))
         self.metrics.add_collector(self.collect)
+
+    def _fail_stop(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """A periodic job whose failure (an unreadable state, a refused tick) stops the worker."""
+
+        async def run() -> None:
+            if self.failstop.failed:
+                return
+            try:
+                await job()
+            except Exception as exc:
+                self.failstop.fail(f"{job.__name__.strip('_')} failed: {exc!r}", exc)
+
+        run.__name__ = job.__name__
+        return run
 
     async def _on_assigned(self, sender: Any, *args: Any, signal: Any = None, **kw: Any) -> None:
         assigned = args[0] if args else kw.get("assigned", set())
@@ -135,19 +151,44 @@ class Operations:
     async def _measure_lag(self) -> None:
         self.measure_lag()
 
+    def state_written(
+        self, partition: int, before: CustomerState | None, after: CustomerState
+    ) -> None:
+        """The engine wrote a customer's state: keep the funnel current, note it for a scan."""
+        self.counts.move(partition, before, after)
+        if self._scanning is not None:
+            self._scanning.add(after.customer_id)
+
     async def recount(self) -> None:
-        """Count customers per stage from the local table (after each rebalance only)."""
+        """Count customers per stage and index their timers from the local table.
+
+        Runs after each rebalance. The scan yields to the event loop, so the engine
+        keeps applying bundles meanwhile; every customer it writes during the scan
+        is read again at the end, so the result is the table as it is then, not a
+        mix of older and newer states.
+        """
         generation = self.generation
         owned = self.engine_partitions()
-        found: dict[int, list[CustomerState]] = {p: [] for p in owned}
-        for n, (key, raw) in enumerate(self.states.items()):
-            if n % SCAN_YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            partition = partition_for(key.decode(), self.settings.partitions)
-            if partition in found:
-                found[partition].append(decode_state(raw))
+        found: dict[int, dict[str, CustomerState]] = {p: {} for p in owned}
+        self._scanning = set()
+        try:
+            for n, (key, raw) in enumerate(self.states.items()):
+                if n % SCAN_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                partition = partition_for(key.decode(), self.settings.partitions)
+                if partition in found:
+                    state = decode_state(raw)
+                    found[partition][state.customer_id] = state
+            for customer_id in self._scanning:
+                partition = partition_for(customer_id, self.settings.partitions)
+                raw = self.states.get(customer_id.encode())
+                if partition in found and raw is not None:
+                    found[partition][customer_id] = decode_state(raw)
+        finally:
+            self._scanning = None
         if generation == self.generation:  # no rebalance while counting
-            for partition, states in found.items():
+            for partition, by_id in found.items():
+                states = list(by_id.values())
                 self.counts.replace_partition(partition, [(s.stage, s.cycle) for s in states])
                 self.timers.rebuild(partition, states)
             self.counts.keep_only(owned)

@@ -28,7 +28,13 @@ from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
 from processor.app.timers import TimerIndex
-from processor.contracts.bundle import Tick, decode_message, encode_bundle, encode_bundles
+from processor.contracts.bundle import (
+    Origin,
+    Tick,
+    decode_message,
+    encode_bundle,
+    encode_bundles,
+)
 from processor.contracts.inputs import Rejection
 from processor.contracts.limits import Limits, decode_record
 from processor.contracts.outputs import (
@@ -125,13 +131,15 @@ class Router:
         A send that fails raises: the caller stops the worker (fail-stop), so
         nothing of this batch is committed and all of it is read again.
         """
-        bundles: dict[int, list[Event]] = defaultdict(list)
+        bundles: dict[int, list[tuple[Event, Origin]]] = defaultdict(list)
         for record in records:
+            self.metrics.records_consumed.labels(record.topic, str(record.partition)).inc()
             event = await self._decode(record)
             if event is not None:
-                bundles[partition_for(event.customer_id, self.partitions)].append(event)
-        for partition, events in sorted(bundles.items()):
-            for bundle in encode_bundles(events, self.limits.max_bundle_bytes):
+                target = partition_for(event.customer_id, self.partitions)
+                bundles[target].append((event, (record.partition, record.offset)))
+        for partition, routed in sorted(bundles.items()):
+            for bundle in encode_bundles(routed, self.limits.max_bundle_bytes):
                 await self.send_bundle(Record(None, bundle, []), partition)
 
     async def _decode(self, record: InputRecord) -> Event | None:
@@ -152,6 +160,7 @@ class Router:
             return None
         if self.model.evidence_for(source, decoded.type) is None:
             self.metrics.events.labels(record.topic, "other", "ignored").inc()
+            self.metrics.outcome(record.topic, record.partition, "ignored")
             return None
         return decoded
 
@@ -183,6 +192,7 @@ class Router:
         await self.send_dead_letter(letter, None)
         self.metrics.dead_letters.labels(record.topic, reason).inc()
         self.metrics.events.labels(record.topic, "unknown", "dead_lettered").inc()
+        self.metrics.outcome(record.topic, record.partition, "dead_lettered")
 
 
 class Engine:
@@ -219,16 +229,16 @@ class Engine:
         """Apply one bundle; ``position`` is where it was read, for dead letters."""
         started = time.perf_counter()
         try:
-            events, tick = decode_message(raw)
-        except Exception as exc:
+            message = decode_message(raw)
+        except Exception as exc:  # not a bundle we wrote: no input record is behind it
             await self._dead_letter(position, raw, exc)
             return
-        if tick is not None:
-            await self._apply_tick(tick, position)
+        if message.tick is not None:
+            await self._apply_tick(message.tick, position)
             return
-        by_customer: dict[str, list[Event]] = defaultdict(list)
-        for event in events:
-            by_customer[event.customer_id].append(event)
+        by_customer: dict[str, list[tuple[Event, Origin | None]]] = defaultdict(list)
+        for event, origin in zip(message.events, message.origins, strict=True):
+            by_customer[event.customer_id].append((event, origin))
         for customer_id, customer_events in by_customer.items():
             # A store or send failure raises out of here: the agent stops the worker
             # (fail-stop) rather than dead-letter events whose outputs may be out.
@@ -236,7 +246,10 @@ class Engine:
         self.metrics.bundle_seconds.observe(time.perf_counter() - started)
 
     async def _apply_customer(
-        self, customer_id: str, events: Sequence[Event], position: InputRecord
+        self,
+        customer_id: str,
+        events: Sequence[tuple[Event, Origin | None]],
+        position: InputRecord,
     ) -> None:
         key = customer_id.encode()
         metrics = self.metrics
@@ -244,15 +257,16 @@ class Engine:
         state = before = decode_state(raw) if raw is not None else None
         archive = _Archive(self.chunks, customer_id, position.partition)
         replayed = False
-        for event in events:
+        for event, origin in events:
             started = time.perf_counter()
             try:
                 if state is not None and archive.holds(state, event.event_id):
                     step = replay(state, event.event_id)
                 else:
                     step = apply(state, event, self.model)
-            except Exception as exc:
+            except Exception as exc:  # the engine cannot take this event: nothing was sent
                 await self._dead_letter(position, encode_bundle([event]), exc)
+                self._count(event, origin, "dead_lettered")
                 continue
             metrics.processing_seconds.observe(time.perf_counter() - started)
             metrics.event_time_lag.observe(time.time() - event.occurred_at.timestamp())
@@ -262,6 +276,7 @@ class Engine:
             metrics.events.labels(
                 event.topic, type_label(self.model, event.source, event.type), step.outcome
             ).inc()
+            self._count(event, origin, step.outcome)
             for output in step.outputs:
                 if isinstance(output, ChunkSealed):
                     await archive.seal(output)
@@ -272,6 +287,10 @@ class Engine:
             # next owner of the partition cannot recover an older state than the
             # committed offsets imply.
             await self._write(key, position.partition, before, state)
+
+    def _count(self, event: Event, origin: Origin | None, outcome: str) -> None:
+        if origin is not None:
+            self.metrics.outcome(event.topic, origin[0], outcome)
 
     async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
         """Fire the partition's due timers; a replayed tick re-emits what it fired."""

@@ -20,9 +20,15 @@ from processor.engine import Event
 
 BUNDLE_VERSION = 1
 
+Origin = tuple[int, int]
+"""Where an event was read: its input partition and offset (its topic is on the event).
 
-def _event_document(event: Event) -> dict[str, Any]:
-    return {
+Carried so that the engine, on whichever worker owns the customer, can count
+each input record's outcome against the input partition it came from."""
+
+
+def _event_document(event: Event, origin: Origin | None = None) -> dict[str, Any]:
+    document = {
         "event_id": event.event_id,
         "customer_id": event.customer_id,
         "source": event.source,
@@ -31,6 +37,9 @@ def _event_document(event: Event) -> dict[str, Any]:
         "occurred_at": event.occurred_at,
         "properties": event.properties,
     }
+    if origin is not None:
+        document["origin"] = origin
+    return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +58,18 @@ def encode_bundle(events: list[Event]) -> bytes:
     return orjson.dumps({"v": BUNDLE_VERSION, "events": [_event_document(e) for e in events]})
 
 
-def encode_bundles(events: Iterable[Event], max_bytes: int) -> Iterator[bytes]:
-    """The events as bundles whose values stay under ``max_bytes`` (in order, none empty).
+def encode_bundles(routed: Iterable[tuple[Event, Origin]], max_bytes: int) -> Iterator[bytes]:
+    """Events and their origins as bundles under ``max_bytes`` each (in order, none empty).
 
-    Each event's document is encoded once; a bundle is those documents joined,
-    which is byte for byte what :func:`encode_bundle` gives for the same events.
-    The caller keeps every single event far below ``max_bytes`` (see limits.py).
+    Each event's document is encoded once and a bundle is those documents
+    joined, so splitting costs nothing extra. The caller keeps every single
+    event far below ``max_bytes`` (see limits.py).
     """
     head, tail = b'{"v":%d,"events":[' % BUNDLE_VERSION, b"]}"
     parts: list[bytes] = []
     size = len(head) + len(tail)
-    for event in events:
-        part = orjson.dumps(_event_document(event))
+    for event, origin in routed:
+        part = orjson.dumps(_event_document(event, origin))
         if parts and size + len(part) + 1 > max_bytes:
             yield head + b",".join(parts) + tail
             parts, size = [], len(head) + len(tail)
@@ -76,14 +85,30 @@ def encode_tick(tick: Tick) -> bytes:
     )
 
 
-def decode_message(raw: bytes) -> tuple[list[Event], Tick | None]:
-    """The events of a bundle, and its tick if it is one."""
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A record of the internal topic: a bundle of events, or a tick."""
+
+    events: list[Event]
+    origins: list[Origin | None]
+    tick: Tick | None = None
+
+
+def decode_message(raw: bytes) -> Message:
+    """The events of a bundle with their origins, and its tick if it is one."""
     doc = orjson.loads(raw)
     tick = doc.get("tick")
     events = _events(doc)
+    origins: list[Origin | None] = [_origin(e.get("origin")) for e in doc["events"]]
     if tick is None:
-        return events, None
-    return events, Tick(tick["id"], datetime.fromisoformat(tick["now"]))
+        return Message(events, origins)
+    return Message(events, origins, Tick(tick["id"], datetime.fromisoformat(tick["now"])))
+
+
+def _origin(value: Any) -> Origin | None:
+    if isinstance(value, list) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    return None
 
 
 def decode_bundle(raw: bytes) -> list[Event]:

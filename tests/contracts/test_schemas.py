@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
 
 from processor.contracts.bundle import BUNDLE_VERSION, decode_bundle, encode_bundle
 from processor.contracts.inputs import REJECT_REASONS, decode_event
@@ -37,8 +35,8 @@ from processor.engine import (
     load_model,
     stage_change_id,
 )
+from tests.schemas import ALL, REGISTRY, SCHEMAS, validator
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 BASE = "https://journey-processor.dev/schemas/"
 EXPECTED = {
     "input.event.v1.json",
@@ -51,18 +49,8 @@ EXPECTED = {
     "internal.event-bundle.v1.json",
     "trigger.v1.json",
 }
-ALL = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in SCHEMAS.glob("*.json")}
-REGISTRY = Registry().with_resources(
-    (schema["$id"], Resource.from_contents(schema)) for schema in ALL.values()
-)
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()
-
-
-def validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(
-        ALL[name], registry=REGISTRY, format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
 
 
 STAGE_CHANGE = validator("stage-change.v1.json")

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 from jsonschema import Draft202012Validator
-from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from processor.settings import Settings
 from tests.deploy.exposed_metrics import EXPOSED, normalise
 from tests.integration.conftest import WorkerProcess, start_worker
+from tests.integration.http import get, samples, total, wait_for
 from tests.integration.journeys import Sent, event, expected_final, to_records
 from tests.integration.kafka import Collector, Received, produce
 
@@ -58,44 +55,6 @@ def population(customers: int) -> list[Sent]:
         if i % 3 == 0:
             sent.append(event(c, "clickstream", "order_completed", i + 2))
     return sent
-
-
-async def get(url: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        if response.content_type == "application/json":
-            return response.status, await response.json()
-        return response.status, await response.text()
-
-
-async def wait_for(check: Callable[[], Any], seconds: float, what: str) -> Any:
-    """Poll an async check until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        try:
-            result = await check()
-        except aiohttp.ClientError:
-            result = None
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
-def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    found: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            found.setdefault(s.name, []).append((s.labels, s.value))
-    return found
-
-
-def total(
-    metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
-) -> float:
-    return sum(
-        v for lbl, v in metrics.get(name, []) if all(lbl.get(k) == x for k, x in labels.items())
-    )
 
 
 async def test_two_workers_answer_for_every_customer_and_sum_the_funnel(

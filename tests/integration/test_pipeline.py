@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
 
 from processor.contracts.outputs import restore_payload
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
 from tests.integration.journeys import Sent, event, expected_final, to_records
 from tests.integration.kafka import Collector, Received, create_topics, produce
+from tests.schemas import validator
 
 pytestmark = pytest.mark.integration
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-
-
-def validator(name: str) -> Draft202012Validator:
-    schema = json.loads((SCHEMAS / name).read_text())
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def by_customer(records: list[Received]) -> dict[str, list[Received]]:

@@ -1,0 +1,146 @@
+"""The shell without Faust: Router and Engine wired to dict tables and list sinks.
+
+The router's bundles go straight to the engine, partition by partition, as the
+internal topic would carry them; every record either sends is kept, so a test
+can look at the bytes that would have reached the broker.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from processor.app.metrics import Metrics
+from processor.app.pipeline import Engine, InputRecord, Router
+from processor.app.timers import TimerIndex
+from processor.contracts.limits import Limits
+from processor.contracts.outputs import Record
+from processor.engine import JourneyModel, Source, load_model
+
+SOURCES: dict[str, Source] = {
+    "journey.clickstream": "clickstream",
+    "journey.research": "research",
+    "journey.support": "support",
+}
+
+
+class DictTable:
+    """A table as the shell sees it: a mapping read, writes told their changelog partition."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.writes: list[tuple[bytes, bytes | None, int]] = []
+
+    def get(self, key: bytes, /) -> bytes | None:
+        return self.data.get(key)
+
+    async def put(self, key: bytes, value: bytes, partition: int) -> None:
+        self.data[key] = value
+        self.writes.append((key, value, partition))
+
+    async def delete(self, key: bytes, partition: int) -> None:
+        self.data.pop(key, None)
+        self.writes.append((key, None, partition))
+
+
+@dataclass
+class Sink:
+    """Records sent to one topic, with the partition asked for (None: by key)."""
+
+    records: list[tuple[Record, int | None]] = field(default_factory=list)
+
+    async def __call__(self, record: Record, partition: int | None) -> None:
+        self.records.append((record, partition))
+
+
+@dataclass
+class Shell:
+    model: JourneyModel
+    router: Router
+    engine: Engine
+    metrics: Metrics
+    states: DictTable
+    chunks: DictTable
+    bundles: Sink
+    changes: Sink
+    triggers: Sink
+    dead_letters: Sink
+    partitions: int
+    applied_bundles: int = 0
+    offsets: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    async def feed(self, records: list[InputRecord]) -> None:
+        """Route a batch, then apply every bundle it produced, in partition order."""
+        start = len(self.bundles.records)
+        await self.router.route(records)
+        for record, partition in self.bundles.records[start:]:
+            assert partition is not None
+            position = InputRecord("events", partition, self.offsets[partition], None, None)
+            self.offsets[partition] += 1
+            await self.engine.apply_bundle(record.value, position)
+            self.applied_bundles += 1
+
+    def sent(self) -> list[Record]:
+        """Every record sent anywhere, bundles included."""
+        sinks = (self.bundles, self.changes, self.triggers, self.dead_letters)
+        return [record for sink in sinks for record, _ in sink.records]
+
+
+def make_shell(partitions: int = 4, limits: Limits | None = None) -> Shell:
+    model = load_model()
+    metrics = Metrics()
+    states, chunks = DictTable(), DictTable()
+    bundles, changes, triggers, dead_letters = Sink(), Sink(), Sink(), Sink()
+    router = Router(
+        model=model,
+        sources=SOURCES,
+        partitions=partitions,
+        send_bundle=bundles,
+        send_dead_letter=dead_letters,
+        metrics=metrics,
+        limits=limits,
+    )
+    engine = Engine(
+        model=model,
+        states=states,
+        chunks=chunks,
+        send_change=changes,
+        send_trigger=triggers,
+        send_dead_letter=dead_letters,
+        ce_source="/journey-processor/test",
+        metrics=metrics,
+        timers=TimerIndex(),
+    )
+    return Shell(
+        model,
+        router,
+        engine,
+        metrics,
+        states,
+        chunks,
+        bundles,
+        changes,
+        triggers,
+        dead_letters,
+        partitions,
+    )
+
+
+def outcomes(metrics: Metrics) -> dict[tuple[str, str, str], float]:
+    """journey_records_total by (topic, partition, outcome)."""
+    found: dict[tuple[str, str, str], float] = {}
+    for metric in metrics.records.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                labels = sample.labels
+                found[(labels["topic"], labels["partition"], labels["outcome"])] = sample.value
+    return found
+
+
+def consumed(metrics: Metrics) -> dict[tuple[str, str], float]:
+    found: dict[tuple[str, str], float] = {}
+    for metric in metrics.records_consumed.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                found[(sample.labels["topic"], sample.labels["partition"])] = sample.value
+    return found
