@@ -22,6 +22,8 @@ EXPOSED: frozenset[str] = frozenset(
     {
         "journey_events_total",  # {topic, type, outcome}: applied|duplicate|ignored|dead_lettered
         "journey_dead_letters_total",  # {topic, reason}
+        "journey_records_consumed_total",  # {topic, partition}
+        "journey_records_total",  # {topic, partition, outcome}
         "journey_stage_changes_total",  # {from_stage, to_stage}
         "journey_stage_changes_reemitted_total",
         "journey_customers",  # {stage}: customers per current stage on this worker
