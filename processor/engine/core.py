@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
+
+import msgspec
+from msgspec.structs import replace
 
 from processor.engine.model import FixedEvidence, JourneyModel, Source, Stage
 from processor.engine.triggers import Context, TriggerFired, TriggerState, on_applied, on_tick
@@ -49,8 +51,7 @@ STAGE_CHANGE_NAMESPACE = uuid.UUID("5f0b7c1e-3f1a-5d7e-9a53-6a6f75726e79")
 """Namespace of the deterministic (UUIDv5) stage-change ids. Never change it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
     """One valid input event, decoded from any of the three input topics."""
 
     event_id: str
@@ -59,11 +60,10 @@ class Event:
     topic: str
     type: str
     occurred_at: datetime
-    properties: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class TriggerRef:
+class TriggerRef(msgspec.Struct, frozen=True):
     """The event that caused a stage change."""
 
     event_id: str
@@ -71,8 +71,7 @@ class TriggerRef:
     type: str
 
 
-@dataclass(frozen=True, slots=True)
-class StageChange:
+class StageChange(msgspec.Struct, frozen=True):
     """A customer moved from one stage to another; the unit of output."""
 
     customer_id: str
@@ -99,8 +98,7 @@ def stage_change_id(customer_id: str, sequence: int) -> str:
     return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, f"{customer_id}\n{sequence}"))
 
 
-@dataclass(frozen=True, slots=True)
-class SupportContact:
+class SupportContact(msgspec.Struct, frozen=True):
     """The latest support contact seen, kept to place it relative to a later-arriving purchase."""
 
     event_id: str
@@ -109,7 +107,7 @@ class SupportContact:
     occurred_at: datetime
     after_purchase: Stage
     source: Source = "support"
-    properties: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
     def as_event(self, customer_id: str) -> Event:
         """The contact as the event it was, for trigger rules that look at it again later."""
@@ -124,8 +122,7 @@ class SupportContact:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkSealed:
+class ChunkSealed(msgspec.Struct, frozen=True):
     """The open dedupe chunk is full: the shell stores it under ``index`` and drops older ones."""
 
     customer_id: str
@@ -142,8 +139,7 @@ Output = StageChange | TriggerFired | ChunkSealed
 Outcome = Literal["applied", "duplicate", "ignored"]
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerState:
+class CustomerState(msgspec.Struct, frozen=True):
     """Everything the engine remembers about one customer. Bounded in size."""
 
     customer_id: str
@@ -157,7 +153,7 @@ class CustomerState:
     recent_event_ids: tuple[str, ...] = ()
     recent_changes: tuple[StageChange, ...] = ()
     last_support: SupportContact | None = None
-    triggers: TriggerState = field(default_factory=TriggerState)
+    triggers: TriggerState = msgspec.field(default_factory=TriggerState)
 
     @property
     def sealed_chunks(self) -> range:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
+
 if TYPE_CHECKING:
     from processor.engine.core import Event, StageChange
 
@@ -241,8 +243,7 @@ RECENT_TRIGGERS = 8
 """Triggers kept in the state, for re-emission on replay and for queries."""
 
 
-@dataclass(frozen=True, slots=True)
-class Timer:
+class Timer(msgspec.Struct, frozen=True):
     """An armed absence: fires at ``deadline`` (event time) unless cancelled first."""
 
     rule: str
@@ -251,8 +252,7 @@ class Timer:
     """The event id that armed (or last re-armed) the timer: the evidence."""
 
 
-@dataclass(frozen=True, slots=True)
-class Fired:
+class Fired(msgspec.Struct, frozen=True):
     """How often a rule fired in a cycle, and when last: enforces once-per-cycle and cool-downs."""
 
     rule: str
@@ -261,8 +261,7 @@ class Fired:
     last_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class TriggerFired:
+class TriggerFired(msgspec.Struct, frozen=True):
     """A trigger for marketing automation; the unit of output on ``journey.triggers``."""
 
     trigger: str
@@ -285,8 +284,7 @@ class TriggerFired:
         return str(uuid.uuid5(TRIGGER_NAMESPACE, key))
 
 
-@dataclass(frozen=True, slots=True)
-class TriggerState:
+class TriggerState(msgspec.Struct, frozen=True):
     """A customer's armed timers, firing counts of the current cycle, and recent triggers."""
 
     timers: tuple[Timer, ...] = ()
@@ -298,8 +296,7 @@ class TriggerState:
         return min((t.deadline for t in self.timers), default=None)
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(msgspec.Struct, frozen=True):
     """What trigger evaluation needs to know about the customer and the model."""
 
     customer_id: str

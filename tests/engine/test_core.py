@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 from processor.engine import (
@@ -634,7 +635,9 @@ def test_duplicate_of_an_event_that_changed_nothing_re_emits_nothing():
 def test_duplicate_is_recognised_by_event_id_alone():
     view = ev("page_view", 0, event_id="fixed")
     state, steps = run([view])
-    resent = replace(view, occurred_at=at(3))  # re-delivered with a changed timestamp
+    resent = msgspec.structs.replace(
+        view, occurred_at=at(3)
+    )  # re-delivered with a changed timestamp
     step = apply(state, resent, MODEL)
     assert step == Step(state, steps[0].outputs, "duplicate")
 
