@@ -280,6 +280,10 @@ def _triggers(
     """
     if not model.triggers:
         return after, ()
+    if not changes and model.reactions.quiet(
+        after.triggers, after.stage, after.cycle, event.source, event.type
+    ):
+        return after, ()
     judged = [(event, event_stage)]
     contact = after.last_support
     for change in changes:

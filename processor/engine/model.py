@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from processor.engine.triggers import TriggerRule, parse_rules
+from processor.engine.triggers import Reactions, TriggerRule, parse_rules
 
 Source = Literal["clickstream", "research", "support"]
 """The three kinds of input. Each has its own Kafka topic; names are configurable."""
@@ -65,9 +65,11 @@ class JourneyModel:
     evidence: Mapping[tuple[Source, str], Evidence]
     triggers: tuple[TriggerRule, ...] = ()
     rank: Mapping[Stage, int] = field(init=False, repr=False, compare=False)
+    reactions: Reactions = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rank", {stage: i for i, stage in enumerate(self.stages)})
+        object.__setattr__(self, "reactions", Reactions.of(self.triggers))
 
     @property
     def purchase_rank(self) -> int:

@@ -307,6 +307,40 @@ class Context(msgspec.Struct, frozen=True):
     model_version: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reactions:
+    """Which events can touch a trigger state without a stage change; one per journey model.
+
+    Most events change no stage and match no rule (about three in four on the
+    demo population); for those, :func:`on_applied` would rebuild the trigger
+    state only to return an equal one. :meth:`quiet` says so in a few set
+    lookups, and the engine then skips the evaluation. A property test checks
+    that whenever it says quiet, the full evaluation agrees.
+    """
+
+    pairs: frozenset[tuple[str, str]]
+    """(source, type) of every event a rule looks at: event rules, after and until events."""
+    rules: Mapping[str, TriggerRule]
+
+    @classmethod
+    def of(cls, rules: tuple[TriggerRule, ...]) -> Reactions:
+        matches: list[EventMatch] = []
+        for rule in rules:
+            matches += rule.events
+            matches += [m for m in (rule.after_event, rule.until_event) if m is not None]
+        return cls(frozenset((m.source, m.type) for m in matches), {r.name: r for r in rules})
+
+    def quiet(self, state: TriggerState, stage: str, cycle: int, source: str, type_: str) -> bool:
+        """Whether an event that changed no stage leaves ``state`` as it is and fires nothing."""
+        if (source, type_) in self.pairs:
+            return False
+        for timer in state.timers:
+            rule = self.rules.get(timer.rule)
+            if rule is None or rule.until_activity or rule.after_stage not in (None, stage):
+                return False  # re-armed by any activity, or cancelled now
+        return all(f.cycle == cycle for f in state.fired)
+
+
 def on_applied(
     state: TriggerState,
     ctx: Context,

@@ -25,9 +25,9 @@ from processor.engine import (
     parse_model,
     replay,
 )
-from processor.engine.core import fire_due
+from processor.engine.core import _context, fire_due
 from processor.engine.model import default_definition_text
-from processor.engine.triggers import TRIGGER_NAMESPACE, Timer, TriggerFired
+from processor.engine.triggers import TRIGGER_NAMESPACE, Timer, TriggerFired, on_applied
 from tests.engine.events import CUSTOMER, T0, TOPICS, at, ev
 
 MODEL = load_model()  # with the default [[triggers]]
@@ -879,3 +879,38 @@ def test_no_default_rule_fires_twice_in_a_cycle_with_timer_ticks(events, data):
             state = tick.state
 
     _at_most_once_per_cycle(signals)
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), st.data())
+def test_a_quiet_event_is_exactly_what_the_full_evaluation_gives(events, data):
+    """The engine skips trigger evaluation when Reactions.quiet says so: never wrongly."""
+    state: CustomerState | None = None
+    for i, event in enumerate(events):
+        if state is not None and data.draw(st.booleans(), label=f"tick before {i}"):
+            now = state.last_event_at + timedelta(hours=data.draw(st.integers(0, 24 * 90)))
+            state = fire_due(state, now, f"tick-{i}", MODEL).state
+        if state is not None and MODEL.reactions.quiet(
+            state.triggers, state.stage, state.cycle, event.source, event.type
+        ):
+            full, fired_now = on_applied(
+                state.triggers,
+                _context(state, MODEL),
+                previous_cycle=state.cycle,
+                changes=(),
+                event=event,
+                judged=[(event, state.stage)],
+            )
+            assert (full, fired_now) == (state.triggers, ())
+        step = apply(state, event, MODEL)
+        state = step.state
+
+
+def test_most_events_are_quiet_for_the_default_rules():
+    """A page view during the search wakes no rule; a checkout or a complaint does."""
+    state, _ = run([ev("product_view", 0)])
+    assert state is not None and state.stage == "information_search"
+    quiet = MODEL.reactions.quiet
+    assert quiet(state.triggers, state.stage, state.cycle, "clickstream", "page_view")
+    assert not quiet(state.triggers, state.stage, state.cycle, "clickstream", "checkout_started")
+    assert not quiet(state.triggers, state.stage, state.cycle, "support", "complaint")
