@@ -18,17 +18,35 @@ its deadline. Once the partition has caught up, its clock is the wall clock.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
+from processor.contracts.bundle import Tick
 from processor.engine import CustomerState
+
+log = logging.getLogger(__name__)
 
 TICK_PREFIX = "tick:"
 """Tick ids start with this, so a trigger's ``caused_by`` tells timer firings from events."""
 
 TICKS_REMEMBERED = 256
 """Ticks whose fired customers are remembered per partition, for re-emission on replay."""
+
+
+def clamp_tick(tick: Tick, max_skew: float, wall: datetime | None = None) -> Tick:
+    """A tick no later than this worker's wall clock plus ``max_skew`` seconds.
+
+    Anyone who can write to the internal topic could otherwise send a tick from
+    the far future and fire every timer of a partition at once. A worker's own
+    ticks are at most its wall clock (or a watermark that is behind it).
+    """
+    limit = (wall if wall is not None else datetime.now(UTC)) + timedelta(seconds=max_skew)
+    if tick.now <= limit:
+        return tick
+    log.warning("tick %s at %s is ahead of the wall clock; clamped to %s", tick.id, tick.now, limit)
+    return replace(tick, now=limit)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from processor.kafka_security import check_connection, client_kwargs
 from processor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,13 @@ def public_topics(settings: Settings) -> list[str]:
 
 
 async def ensure_topics(settings: Settings, wait_seconds: float = 60.0) -> list[str]:
-    """Create the input and output topics that do not exist yet; return the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    """Create the input and output topics that do not exist yet; return the ones created.
+
+    Connects once first (:func:`check_connection`): a TLS or SASL failure ends the
+    start with one line instead of a minute of retries.
+    """
+    await check_connection(settings, wait_seconds)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     deadline = asyncio.get_running_loop().time() + wait_seconds
     while True:
         try:
