@@ -23,6 +23,7 @@ from typing import Any
 
 from aiokafka import errors as kafka_errors
 from aiokafka.conn import create_conn
+from aiokafka.protocol.metadata import MetadataRequest
 
 from processor.settings import SASL_MECHANISMS, SECURITY_PROTOCOLS, Settings
 
@@ -148,6 +149,15 @@ def explain(exc: BaseException, settings: Settings) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
+async def _connect_and_ask(host: str, port: int, kwargs: dict[str, Any]) -> None:
+    """Connect, authenticate, and ask for metadata (a broker may take ApiVersions from anyone)."""
+    conn = await create_conn(host, port, request_timeout_ms=10000, **kwargs)
+    try:
+        await conn.send(MetadataRequest([]))
+    finally:
+        conn.close()
+
+
 def _unreachable(exc: BaseException) -> bool:
     """Nothing listening (yet): the one failure worth waiting out at start."""
     return isinstance(exc, ConnectionRefusedError | OSError) and not isinstance(exc, ssl.SSLError)
@@ -182,10 +192,7 @@ async def check_connection(settings: Settings, wait_seconds: float = 60.0) -> No
         while True:
             try:
                 with _quiet_aiokafka():
-                    conn = await asyncio.wait_for(
-                        create_conn(host, int(port), request_timeout_ms=10000, **kwargs), 15.0
-                    )
-                conn.close()
+                    await asyncio.wait_for(_connect_and_ask(host, int(port), kwargs), 15.0)
                 break
             except Exception as exc:
                 if _unreachable(exc) and loop.time() < deadline:

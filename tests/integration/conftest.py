@@ -23,6 +23,10 @@ from processor.settings import Settings
 
 _names = itertools.count(1)
 
+API_TOKEN = "integration-token-1f0c"
+"""The workers' API token; tests send it as ``Authorization: Bearer``."""
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
@@ -35,7 +39,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     n = next(_names)
     prefix = f"t{n}-{os.getpid()}"
+    token_file = tmp_path / "api-token"
+    token_file.write_text(API_TOKEN + "\n")
     return Settings(
+        api_token_file=token_file,
         broker_url=broker.url,
         app_id=f"{prefix}-app",
         partitions=4,

@@ -18,7 +18,7 @@ from referencing.jsonschema import DRAFT202012
 
 from processor.settings import Settings
 from tests.deploy.exposed_metrics import EXPOSED, normalise
-from tests.integration.conftest import WorkerProcess, start_worker
+from tests.integration.conftest import AUTH, WorkerProcess, start_worker
 from tests.integration.journeys import Sent, event, expected_final, to_records
 from tests.integration.kafka import Collector, Received, produce
 
@@ -60,8 +60,10 @@ def population(customers: int) -> list[Sent]:
     return sent
 
 
-async def get(url: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
+async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """GET with the workers' API token (unless ``headers`` says otherwise)."""
+    sent = AUTH if headers is None else headers
+    async with aiohttp.ClientSession() as http, http.get(url, headers=sent) as response:
         if response.content_type == "application/json":
             return response.status, await response.json()
         return response.status, await response.text()
