@@ -37,6 +37,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 @pytest.fixture
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    return isolated_settings(broker, tmp_path)
+
+
+def isolated_settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    """Settings of one test: its own app id, topics, data directory and API token file."""
     n = next(_names)
     prefix = f"t{n}-{os.getpid()}"
     token_file = tmp_path / "api-token"
