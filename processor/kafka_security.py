@@ -96,7 +96,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
         except ssl.SSLError as exc:
             raise KafkaSettingsError(
                 f"cannot load the client certificate {settings.kafka_ssl_cert_file} "
-                f"and key {settings.kafka_ssl_key_file}: {exc.reason or exc}"
+                f"and key {settings.kafka_ssl_key_file}: {getattr(exc, 'reason', None) or exc}"
             ) from None
     return context
 
@@ -126,7 +126,7 @@ def explain(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: the broker's certificate was rejected: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc.reason or exc.__class__.__name__}"
+        return f"TLS handshake failed: {getattr(exc, 'reason', None) or exc.strerror or exc}"
     if isinstance(exc, kafka_errors.SaslAuthenticationFailed | kafka_errors.IllegalSaslStateError):
         return f"SASL authentication failed for {who}"
     if isinstance(exc, kafka_errors.UnsupportedSaslMechanismError):
