@@ -1,4 +1,4 @@
-"""A tick on the internal topic cannot move a partition's clock past the wall clock plus the skew."""
+"""A tick on the internal topic cannot move a clock past the wall clock plus the skew."""
 
 from __future__ import annotations
 
