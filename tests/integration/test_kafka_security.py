@@ -10,18 +10,20 @@ keeps no SCRAM users; PLAIN is not offered). A refused SCRAM login is real.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
 from processor.broker import EmbeddedBroker, free_port
 from processor.settings import Secret, Settings
-from tests.integration.conftest import WorkerProcess, start_worker
+from tests.integration.conftest import AUTH, WorkerProcess, start_worker
 from tests.integration.journeys import event, expected_final
 from tests.integration.kafka import Collector, Received
 from tests.integration.tls import Issued, ScratchCA, TLSFront
@@ -136,11 +138,22 @@ def assert_one_clear_line(run: subprocess.CompletedProcess[str], *expected: str)
 
 
 async def test_worker_and_cli_over_mutual_tls(
-    settings: Settings, workers: list[WorkerProcess], tmp_path: Path, mtls_broker: SecureBroker
+    settings: Settings,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    mtls_broker: SecureBroker,
+    pki: tuple[ScratchCA, ScratchCA],
 ) -> None:
-    secure = over_mtls(settings, mtls_broker)
+    """Kafka over mutual TLS, and the worker's own HTTP port over HTTPS."""
+    web = pki[0].issue("worker-web", server=True, hosts=("127.0.0.1",))
+    secure = replace(
+        over_mtls(settings, mtls_broker),
+        web_tls_cert_file=web.cert,
+        web_tls_key_file=web.key,
+        web_tls_ca_file=pki[0].cert_file,
+    )
     assert secure.kafka_ssl_check_hostname  # the default: the certificate names localhost
-    start_worker(workers, secure, tmp_path, "tls")
+    worker = start_worker(workers, secure, tmp_path, "tls")
     sent = [event(f"tls-{i}", "clickstream", "page_view", i) for i in range(20)]
     sent += [event(f"tls-{i}", "clickstream", "order_completed", 30 + i) for i in range(0, 20, 2)]
     expected = expected_final(secure, sent)
@@ -163,6 +176,16 @@ async def test_worker_and_cli_over_mutual_tls(
     code, out, err = await run_cli(secure, "tail", "--from-beginning", "--limit", "3")
     assert code == 0, err
     assert len(out.splitlines()) == 3
+
+    # HTTPS on the web port, verified against the test CA; plain HTTP gets nowhere.
+    trusted = ssl.create_default_context(cafile=str(pki[0].cert_file))
+    base = f"https://127.0.0.1:{worker.settings.web_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/customers/tls-0", headers=AUTH, ssl=trusted) as r:
+            assert r.status == 200 and (await r.json())["served_by"].startswith("https://")
+        with pytest.raises(aiohttp.ClientError):
+            async with http.get(f"http://127.0.0.1:{worker.settings.web_port}/healthz"):
+                pass
 
 
 def test_untrusted_broker_certificate_ends_the_start(
