@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import orjson
@@ -31,7 +31,7 @@ from processor.api.peers import (
     host_port,
     peer_ssl_context,
 )
-from processor.contracts.funnel import funnel_document, merge_funnels
+from processor.contracts.funnel import funnel_document, is_local_funnel, merge_funnels
 from processor.contracts.outputs import rfc3339, stage_change_document, trigger_document
 from processor.contracts.state import decode_state
 
@@ -151,9 +151,10 @@ def register_routes(worker: Worker) -> None:
             if status != 200:
                 return None
             document = orjson.loads(body)
-            if not isinstance(document, dict) or not isinstance(document.get("partitions"), dict):
+            if not is_local_funnel(document):
+                log.warning("funnel: %s:%s answered something else", peer.host, peer.port)
                 return None
-            return document
+            return cast(dict[str, Any], document)
         except (PeerRefused, PeerFailed, orjson.JSONDecodeError) as exc:
             log.warning("funnel: %s:%s skipped: %s", peer.host, peer.port, exc)
             return None

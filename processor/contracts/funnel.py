@@ -33,6 +33,24 @@ def funnel_document(counts: PartitionCounts, partitions: Iterable[int]) -> dict[
     }
 
 
+def is_local_funnel(doc: object) -> bool:
+    """Whether a peer's answer has the ``/funnel/local`` shape (so merging cannot fail on it)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("partitions"), dict):
+        return False
+    for partition, rows in doc["partitions"].items():
+        if not (isinstance(partition, str) and partition.isdigit() and isinstance(rows, list)):
+            return False
+        for row in rows:
+            if not (
+                isinstance(row, list)
+                and len(row) == 3
+                and isinstance(row[0], str)
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in row[1:])
+            ):
+                return False
+    return True
+
+
 def merge_funnels(documents: Iterable[Mapping[str, Any]], stages: Iterable[str]) -> dict[str, Any]:
     """Sum workers' local funnels, counting each partition once (mid-rebalance, two may)."""
     by_partition: dict[str, list[list[Any]]] = {}

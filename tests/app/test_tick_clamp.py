@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from processor.app.timers import clamp_tick
 from processor.contracts.bundle import Tick
 from processor.settings import Settings
@@ -29,3 +31,59 @@ def test_the_skew_is_a_setting() -> None:
     assert Settings.from_env({"JOURNEY_MAX_CLOCK_SKEW": "5"}).max_clock_skew == 5.0
     clamped = clamp_tick(Tick("tick:y", WALL + timedelta(hours=1)), 5.0, wall=WALL)
     assert clamped.now == WALL + timedelta(seconds=5)
+
+
+class DictStates(dict[bytes, bytes]):
+    async def put(self, key: bytes, value: bytes, partition: int) -> None:
+        self[key] = value
+
+
+async def test_the_engine_fires_nothing_early_for_a_forged_tick() -> None:
+    """A checkout a day ahead arms cart_abandoned; a tick from 2099 must not fire it."""
+    from processor.app.metrics import Metrics
+    from processor.app.pipeline import Engine, InputRecord
+    from processor.app.timers import TimerIndex
+    from processor.contracts.bundle import encode_bundle, encode_tick
+    from processor.contracts.outputs import Record
+    from processor.engine import load_model
+    from tests.engine.events import ev
+
+    triggers: list[Record] = []
+
+    async def collect(record: Record, partition: int | None) -> None:
+        triggers.append(record)
+
+    async def ignore(record: Record, partition: int | None) -> None:
+        return None
+
+    def engine(skew: float) -> Engine:
+        return Engine(
+            model=load_model(),
+            states=DictStates(),
+            chunks={},
+            send_change=ignore,
+            send_trigger=collect,
+            send_dead_letter=ignore,
+            ce_source="/test",
+            metrics=Metrics(),
+            timers=TimerIndex(),
+            max_clock_skew=skew,
+        )
+
+    at = InputRecord("t-events", 0, 0, None, None)
+    checkout = ev("checkout_started", datetime.now(UTC) + timedelta(days=1))
+    forged = encode_tick(Tick("tick:forged", datetime(2099, 1, 1, tzinfo=UTC)))
+    guarded = engine(300.0)
+    await guarded.apply_bundle(encode_bundle([checkout]), at)
+    await guarded.apply_bundle(forged, at)
+
+    def fired() -> list[str]:
+        return [orjson.loads(r.value)["trigger"] for r in triggers]
+
+    assert fired() == ["sales_assist"]  # entering evaluation; no absence timer fired
+    triggers.clear()
+    # Without the clamp (an unbounded skew) the same tick fires the timer: the test can fail.
+    unguarded = engine(float(10**10))
+    await unguarded.apply_bundle(encode_bundle([checkout]), at)
+    await unguarded.apply_bundle(forged, at)
+    assert "cart_abandoned" in fired()
