@@ -1,10 +1,11 @@
-"""A worker and the CLI over TLS (with a client certificate), and refusals that end a start.
+"""A worker and the CLI over TLS and SASL_SSL/SCRAM, and refusals that end a start.
 
-The broker is the real embedded one. Its TLS is terminated by a front in this
-process (Tansu 0.6.0 does not speak TLS, see tests/integration/tls.py); SASL is
-Tansu's own. What Tansu cannot do here, and so is not tested end to end: a
-*successful* SASL login (this build offers only SCRAM, and its memory storage
-keeps no SCRAM users; PLAIN is not offered). A refused SCRAM login is real.
+The broker is the real embedded one. Tansu 0.6.0 does not speak TLS and cannot
+hold a SCRAM user (see tests/integration/tls.py), so TLS is terminated by a
+front in this process, and for the successful SCRAM logins that front verifies
+SCRAM itself (with scramp) before piping to Tansu. The refused SCRAM logins are
+tested both against that front (answered as Apache Kafka answers) and against
+Tansu's own SASL (``--authentication``), which refuses every SCRAM user.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[ScratchCA, ScratchCA]
 
 
 def _fronted(
-    tmp: Path, ca: ScratchCA, *, authentication: bool, client_ca: Path | None
+    tmp: Path,
+    ca: ScratchCA,
+    *,
+    authentication: bool,
+    client_ca: Path | None,
+    scram_users: dict[str, str] | None = None,
 ) -> Iterator[str]:
     front_port = free_port()
     server = ca.issue("broker", server=True, hosts=("localhost", "127.0.0.1"))
@@ -59,8 +65,12 @@ def _fronted(
         advertised=f"localhost:{front_port}",
         authentication=authentication,
     )
-    with broker, TLSFront(server, broker.port, front_port, client_ca=client_ca).running():
-        yield f"kafka://localhost:{front_port}"
+    with broker:  # started first: the front needs its port
+        front = TLSFront(
+            server, broker.port, front_port, client_ca=client_ca, scram_users=scram_users or {}
+        )
+        with front.running():
+            yield f"kafka://localhost:{front_port}"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +93,35 @@ def sasl_ssl_broker(
     """TLS in front of a Tansu that requires SASL."""
     good, _ = pki
     yield from _fronted(tmp_path_factory.mktemp("sasl"), good, authentication=True, client_ca=None)
+
+
+@pytest.fixture(scope="module")
+def scram_broker(
+    tmp_path_factory: pytest.TempPathFactory, pki: tuple[ScratchCA, ScratchCA]
+) -> Iterator[str]:
+    """TLS and a SCRAM login (user ``journey``) in front of Tansu."""
+    good, _ = pki
+    yield from _fronted(
+        tmp_path_factory.mktemp("scram"),
+        good,
+        authentication=False,
+        client_ca=None,
+        scram_users={"journey": PASSWORD},
+    )
+
+
+def over_scram(
+    settings: Settings, url: str, ca: Path, password_file: Path, mechanism: str
+) -> Settings:
+    return replace(
+        settings,
+        broker_url=url,
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="journey",
+        kafka_sasl_password_file=password_file,
+        kafka_ssl_ca_file=ca,
+    )
 
 
 def over_mtls(settings: Settings, broker: SecureBroker) -> Settings:
@@ -243,3 +282,51 @@ def test_plaintext_client_of_a_sasl_broker_is_told_why(
         kafka_sasl_password=Secret(PASSWORD),
     )
     assert_one_clear_line(start_failing_worker(tls_only), "closed the connection")
+
+
+async def test_worker_and_cli_over_sasl_ssl_with_scram(
+    settings: Settings,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    scram_broker: str,
+    pki: tuple[ScratchCA, ScratchCA],
+) -> None:
+    """The worker logs in with SCRAM-SHA-512, ``journey produce`` with SCRAM-SHA-256."""
+    password_file = tmp_path / "kafka-password"
+    password_file.write_text(PASSWORD + "\n")
+    secure = over_scram(settings, scram_broker, pki[0].cert_file, password_file, "SCRAM-SHA-512")
+    worker = start_worker(workers, secure, tmp_path, "scram")
+    sent = [event(f"scram-{i}", "clickstream", "page_view", i) for i in range(10)]
+    sent += [event(f"scram-{i}", "research", "comparison_view", 20 + i) for i in range(0, 10, 3)]
+    expected = expected_final(secure, sent)
+    lines = tmp_path / "events.jsonl"
+    lines.write_bytes(
+        b"\n".join(orjson.dumps(orjson.loads(s.value) | {"source": s.source}) for s in sent)
+    )
+    async with Collector(secure, secure.stage_changes_topic) as changes:
+        producer = replace(secure, kafka_sasl_mechanism="SCRAM-SHA-256")
+        code, out, err = await run_cli(producer, "produce", str(lines))
+        assert code == 0 and f"sent {len(sent)} events" in out, err
+
+        def done(records: list[Received]) -> bool:
+            latest = {r.doc["customer_id"]: r.doc["to_stage"] for r in records}
+            return latest == {c: s.stage for c, s in expected.items()}
+
+        await changes.wait_until(done, 120, "every customer's final stage over SASL_SSL")
+    assert PASSWORD not in worker.log_path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_wrong_scram_password_ends_the_start(
+    settings: Settings,
+    scram_broker: str,
+    pki: tuple[ScratchCA, ScratchCA],
+    tmp_path: Path,
+    mechanism: str,
+) -> None:
+    password_file = tmp_path / "kafka-password"
+    password_file.write_text(PASSWORD + "-but-wrong\n")
+    wrong = over_scram(settings, scram_broker, pki[0].cert_file, password_file, mechanism)
+    run = start_failing_worker(wrong)
+    assert_one_clear_line(run, "SASL authentication failed for user 'journey'", mechanism)
+    assert "-but-wrong" not in run.stdout + run.stderr
