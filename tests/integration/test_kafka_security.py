@@ -330,3 +330,20 @@ def test_wrong_scram_password_ends_the_start(
     run = start_failing_worker(wrong)
     assert_one_clear_line(run, "SASL authentication failed for user 'journey'", mechanism)
     assert "-but-wrong" not in run.stdout + run.stderr
+
+
+def test_a_certificate_for_another_host_ends_the_start(
+    settings: Settings, pki: tuple[ScratchCA, ScratchCA]
+) -> None:
+    """Hostname checking is on by default: a trusted certificate for another name is refused."""
+    other = pki[0].issue("elsewhere", server=True, hosts=("broker.elsewhere.test",))
+    port = free_port()
+    with TLSFront(other, upstream_port=free_port(), listen_port=port).running():
+        mismatch = replace(
+            settings,
+            broker_url=f"kafka://localhost:{port}",
+            kafka_security_protocol="SSL",
+            kafka_ssl_ca_file=pki[0].cert_file,
+        )
+        line = assert_one_clear_line(start_failing_worker(mismatch), "certificate was rejected")
+    assert "Hostname mismatch" in line or "hostname" in line.lower()
