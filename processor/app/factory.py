@@ -182,7 +182,7 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         send_dead_letter=sender(dead_letters),
         metrics=metrics,
     )
-    timers = TimerIndex()
+    timers = TimerIndex(max_clock_skew=settings.max_clock_skew)
     operations = Operations(
         app, settings, model, metrics, states, (states, chunks), timers=timers, events=events
     )

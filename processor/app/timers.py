@@ -55,6 +55,8 @@ class TimerIndex:
     pending: dict[int, Counter[str]] = field(default_factory=dict)
     watermarks: dict[int, datetime] = field(default_factory=dict)
     fired_by_tick: dict[int, OrderedDict[str, set[str]]] = field(default_factory=dict)
+    max_clock_skew: float = 300.0
+    """How far ahead of the wall clock a watermark may be (JOURNEY_MAX_CLOCK_SKEW)."""
 
     def on_state_written(
         self, partition: int, before: CustomerState | None, after: CustomerState
@@ -69,7 +71,13 @@ class TimerIndex:
             heapq.heappush(self.heaps.setdefault(partition, []), (deadline, after.customer_id))
 
     def observe(self, partition: int, occurred_at: datetime) -> None:
-        """Advance the partition's event-time watermark."""
+        """Advance the partition's event-time watermark, never past wall clock plus the skew.
+
+        One event from the far future (a bad client clock, or a forged record)
+        would otherwise move the clock of a whole partition there.
+        """
+        limit = datetime.now(UTC) + timedelta(seconds=self.max_clock_skew)
+        occurred_at = min(occurred_at, limit)
         seen = self.watermarks.get(partition)
         if seen is None or occurred_at > seen:
             self.watermarks[partition] = occurred_at

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from processor.app.timers import clamp_tick
+from processor.app.timers import TimerIndex, clamp_tick
 from processor.contracts.bundle import Tick
 from processor.settings import Settings
 
@@ -87,3 +87,13 @@ async def test_the_engine_fires_nothing_early_for_a_forged_tick() -> None:
     await unguarded.apply_bundle(encode_bundle([checkout]), at)
     await unguarded.apply_bundle(forged, at)
     assert "cart_abandoned" in fired()
+
+
+def test_a_future_event_cannot_drag_the_watermark_along() -> None:
+    timers = TimerIndex(max_clock_skew=60.0)
+    before = datetime.now(UTC)
+    timers.observe(3, datetime(2099, 1, 1, tzinfo=UTC))
+    assert before <= timers.watermarks[3] <= datetime.now(UTC) + timedelta(seconds=60)
+    past = datetime(2026, 1, 1, tzinfo=UTC)
+    timers.observe(4, past)
+    assert timers.watermarks[4] == past
