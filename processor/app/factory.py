@@ -197,7 +197,6 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         ce_source=f"/journey-processor/{settings.app_id}",
         metrics=metrics,
         on_state_written=operations.counts.move,
-        max_clock_skew=settings.max_clock_skew,
     )
 
     @app.agent(sources, name="router", concurrency=1)

@@ -182,10 +182,8 @@ class Engine:
         timers: TimerIndex,
         on_state_written: StateWritten | None = None,
         on_tick_applied: Callable[[int], None] | None = None,
-        max_clock_skew: float = 300.0,
     ) -> None:
         self.model = model
-        self.max_clock_skew = max_clock_skew
         self.timers = timers
         self.on_tick_applied = on_tick_applied
         self.send_trigger = send_trigger
@@ -252,7 +250,7 @@ class Engine:
 
     async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
         """Fire the partition's due timers; a replayed tick re-emits what it fired."""
-        tick = clamp_tick(tick, self.max_clock_skew)  # a forged future tick fires nothing early
+        tick = clamp_tick(tick, self.timers.max_clock_skew)  # a forged tick fires nothing early
         partition = position.partition
         customers = dict.fromkeys(self.timers.pop_due(partition, tick.now))
         customers.update(dict.fromkeys(self.timers.fired_by(partition, tick.id)))

@@ -66,8 +66,7 @@ async def test_the_engine_fires_nothing_early_for_a_forged_tick() -> None:
             send_dead_letter=ignore,
             ce_source="/test",
             metrics=Metrics(),
-            timers=TimerIndex(),
-            max_clock_skew=skew,
+            timers=TimerIndex(max_clock_skew=skew),
         )
 
     at = InputRecord("t-events", 0, 0, None, None)
