@@ -58,6 +58,7 @@ from processor.engine import (
     apply,
     load_model,
 )
+from processor.kafka_security import client_kwargs
 from processor.settings import Settings
 
 PARTITIONS = 8
@@ -340,8 +341,8 @@ def engine_only(
 # --------------------------------------------------------------------------- broker side
 
 
-async def create_topics(bootstrap: str, topics: Sequence[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topics(kafka: Settings, topics: Sequence[str]) -> None:
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
@@ -350,7 +351,7 @@ async def create_topics(bootstrap: str, topics: Sequence[str]) -> None:
 
 
 async def produce(
-    bootstrap: str, records: Sequence[DemoRecord], topics: dict[str, str]
+    kafka: Settings, records: Sequence[DemoRecord], topics: dict[str, str]
 ) -> tuple[float, dict[TopicPartition, int]]:
     """Send every record (keys as generated, so null and wrong keys too).
 
@@ -360,7 +361,7 @@ async def produce(
     measurement early.
     """
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+        **client_kwargs(kafka), acks="all", linger_ms=5, max_batch_size=256 * 1024
     )
     await producer.start()
     ends = {TopicPartition(t, p): 0 for t in topics.values() for p in range(PARTITIONS)}
@@ -387,11 +388,11 @@ async def produce(
 class Offsets:
     """Committed offsets of a group and end offsets of topics, over one broker connection."""
 
-    def __init__(self, bootstrap: str, known: dict[TopicPartition, int]) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: Settings, known: dict[TopicPartition, int]) -> None:
+        self.kafka = kafka
         self.known = known
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        self.reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        self.admin = AIOKafkaAdminClient(**client_kwargs(kafka))
+        self.reader = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None)
 
     async def __aenter__(self) -> Offsets:
         await self.admin.start()
@@ -431,7 +432,7 @@ class Offsets:
 
 
 async def latest_states(
-    bootstrap: str, topic: str, ends: dict[TopicPartition, int], limit: float
+    kafka: Settings, topic: str, ends: dict[TopicPartition, int], limit: float
 ) -> dict[str, CustomerState]:
     """Read a state changelog to its end; the last record per key is the customer's state.
 
@@ -442,7 +443,7 @@ async def latest_states(
     if not parts:
         return {}
     reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(kafka),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -514,11 +515,11 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def baseline_aiokafka(
-    bootstrap: str, topics: Sequence[str], group: str, expect: int, limit: float
+    kafka: Settings, topics: Sequence[str], group: str, expect: int, limit: float
 ) -> Row:
     """A plain consumer group member with auto-commit; orjson-decodes every value."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(kafka),
         group_id=group,
         enable_auto_commit=True,
         auto_offset_reset="earliest",
@@ -776,7 +777,7 @@ async def processor_end_to_end(
     finally:
         child.stop()
         _children.remove(child)
-    final = await latest_states(offsets.bootstrap, state_log, ends, limit)
+    final = await latest_states(offsets.kafka, state_log, ends, limit)
     figures = ProcessorFigures(
         stage_changes=total(ends, [settings.stage_changes_topic]),
         dead_letters=total(ends, [settings.dead_letter_topic]),
@@ -1074,7 +1075,7 @@ async def processor_two_workers(
     )
     if seen.inputs_done is not None:
         lines.append(f"inputs committed to their ends {seen.inputs_done - start:.1f} s after Ready")
-    final = await latest_states(offsets.bootstrap, state_log, ends, limit)
+    final = await latest_states(offsets.kafka, state_log, ends, limit)
     applied = sum(state.applied_count for state in final.values())
     lines.append(
         f"check: events applied per the changelog's final states {applied:,} (in-process "
@@ -1216,15 +1217,15 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     engine = engine_only(records, topics, model)
 
     await create_topics(
-        broker.bootstrap,
+        base,
         [*base.source_topics, base.stage_changes_topic, base.dead_letter_topic],
     )
-    produce_s, input_ends = await produce(broker.bootstrap, records, topics)
+    produce_s, input_ends = await produce(base, records, topics)
     print(f"   produced {n:,} records in {produce_s:.1f} s ({n / produce_s:,.0f}/s)", flush=True)
 
     print("2. aiokafka consumer ...", flush=True)
     inputs = list(base.source_topics)
-    plain = await baseline_aiokafka(broker.bootstrap, inputs, f"{tag}-aiokafka", n, args.timeout)
+    plain = await baseline_aiokafka(base, inputs, f"{tag}-aiokafka", n, args.timeout)
 
     def own(name: str, store: str) -> Settings:
         return replace(
@@ -1237,7 +1238,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
             batch_window=args.batch_window or base.batch_window,
         )
 
-    async with Offsets(broker.bootstrap, input_ends) as offsets:
+    async with Offsets(base, input_ends) as offsets:
         print("3. no-op Faust agent ...", flush=True)
         noop, _ = await baseline_faust(
             offsets, own("noop", "memory://"), n, work, args.timeout, name="B Faust no-op agent"

@@ -46,18 +46,27 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def broker_command(host: str, port: int) -> list[str]:
+def broker_command(
+    host: str, port: int, *, advertised: str | None = None, authentication: bool = False
+) -> list[str]:
+    """Tansu on ``host:port``; ``advertised`` (host:port) is what clients are told to use.
+
+    ``authentication`` makes Tansu require SASL. With this build only SCRAM is
+    offered and, on memory storage, no SCRAM user can exist (its credential
+    store is a no-op), so no client gets in: useful to test refusals only.
+    """
     url = f"tcp://{host}:{port}"
-    return [
+    command = [
         tansu_binary(),
         "broker",
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        f"tcp://{advertised}" if advertised else url,
         "--storage-engine",
         "memory://tansu/",
     ]
+    return [*command, "--authentication"] if authentication else command
 
 
 @dataclass
@@ -68,6 +77,9 @@ class EmbeddedBroker:
     port: int = 0
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    advertised: str | None = None
+    """host:port advertised to clients (a TLS front in the tests); default: the listener."""
+    authentication: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -82,7 +94,9 @@ class EmbeddedBroker:
             self.port = free_port(self.host)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            broker_command(self.host, self.port),
+            broker_command(
+                self.host, self.port, advertised=self.advertised, authentication=self.authentication
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -16,11 +16,53 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
     return field(default=default, metadata={"help": help, "choices": choices})
+
+
+class Secret:
+    """A password or token: shown as ``***`` in repr, str, logs, ``--help`` and errors.
+
+    Only :meth:`reveal` gives the value, so a secret reaches a socket or a
+    comparison and nothing else by accident.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    def __str__(self) -> str:
+        return "***" if self._value else ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+DEFAULT_WEB_PEERS: Final = (
+    "127.0.0.1,localhost,worker-*,journey-processor-*.journey-processor-headless,"
+    "journey-processor-*.journey-processor-headless.*.svc.cluster.local"
+)
+"""Host patterns of workers that may be sent queries: loopback, docker-compose.yml's
+``worker-N`` and the StatefulSet's ``<pod>.journey-processor-headless`` names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +130,55 @@ class Settings:
         0.05, "Seconds the router waits to fill a batch (an upper bound on added latency)"
     )
     log_level: str = _opt("info", "Log level: debug, info, warning, error")
+    kafka_security_protocol: str = _opt(
+        "PLAINTEXT", "How clients talk to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: str = _opt(
+        "SCRAM-SHA-512", "SASL mechanism (SASL_* protocols): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str = _opt("", "SASL user name")
+    kafka_sasl_password: Secret = _opt(
+        Secret(), "SASL password (prefer JOURNEY_KAFKA_SASL_PASSWORD_FILE); never logged"
+    )
+    kafka_sasl_password_file: Path | None = _opt(
+        None, "File holding the SASL password (a mounted secret); wins over the variable"
+    )
+    kafka_ssl_ca_file: Path | None = _opt(
+        None, "PEM file of the CA(s) that sign the brokers' certificates; empty: system CAs"
+    )
+    kafka_ssl_cert_file: Path | None = _opt(
+        None, "PEM client certificate for mutual TLS (with JOURNEY_KAFKA_SSL_KEY_FILE)"
+    )
+    kafka_ssl_key_file: Path | None = _opt(None, "PEM private key of the client certificate")
+    kafka_ssl_check_hostname: bool = _opt(
+        True, "Check that the broker's certificate names the host connected to"
+    )
+    api_token: Secret = _opt(
+        Secret(),
+        "Bearer token that /customers and /funnel require (prefer JOURNEY_API_TOKEN_FILE); "
+        "empty: those endpoints answer 401",
+    )
+    api_token_file: Path | None = _opt(
+        None, "File holding the API token (a mounted secret); wins over the variable"
+    )
+    metrics_auth: bool = _opt(False, "Require the API token on /metrics too")
+    web_peers: str = _opt(
+        DEFAULT_WEB_PEERS,
+        "Comma-separated host patterns (fnmatch; host or host:port) of workers this one "
+        "may forward queries to, besides holding partitions in the current assignment",
+    )
+    web_tls_cert_file: Path | None = _opt(
+        None, "PEM certificate for HTTPS on the web port (with JOURNEY_WEB_TLS_KEY_FILE)"
+    )
+    web_tls_key_file: Path | None = _opt(None, "PEM private key of the web certificate")
+    web_tls_ca_file: Path | None = _opt(
+        None, "PEM CA file to verify peers' HTTPS certificates; empty: system CAs"
+    )
+    max_clock_skew: float = _opt(
+        300.0,
+        "Seconds a timer tick on the internal topic may be ahead of this worker's wall "
+        "clock; later ticks are clamped",
+    )
 
     @property
     def bootstrap_servers(self) -> str:
@@ -95,6 +186,18 @@ class Settings:
         return ",".join(
             part.removeprefix("kafka://").strip() for part in self.broker_url.split(";")
         )
+
+    def kafka_sasl_password_value(self) -> str:
+        """The SASL password: from its file if one is set (re-read each call), else the variable."""
+        return _secret_value(self.kafka_sasl_password, self.kafka_sasl_password_file)
+
+    def api_token_value(self) -> str:
+        """The API token: from its file if one is set, else the variable."""
+        return _secret_value(self.api_token, self.api_token_file)
+
+    @property
+    def web_scheme(self) -> str:
+        return "https" if self.web_tls_cert_file is not None else "http"
 
     @property
     def source_topics(self) -> dict[str, str]:
@@ -126,7 +229,8 @@ class Settings:
         """An environment for a child process that runs with exactly these settings.
 
         ``base`` (default: this process's environment) minus any inherited
-        ``JOURNEY_*`` variables, plus one variable per setting.
+        ``JOURNEY_*`` variables, plus one variable per setting. A secret that
+        comes from a file is passed as the file's path, never as its value.
         """
         env = {
             k: v
@@ -135,7 +239,10 @@ class Settings:
         }
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None:
+            if isinstance(value, Secret):
+                if value and getattr(self, f"{f.name}_file") is None:
+                    env[env_name(f.name)] = value.reveal()
+            elif value is not None:
                 env[env_name(f.name)] = str(value)
         return env
 
@@ -146,6 +253,15 @@ class Settings:
             if raw is not None:
                 changes[f.name] = _convert(f.name, f.type, raw)
         return replace(self, **changes)
+
+
+def _secret_value(secret: Secret, path: Path | None) -> str:
+    if path is None:
+        return secret.reveal()
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SystemExit(f"cannot read secret file {path}: {exc.strerror}") from None
 
 
 def env_name(field_name: str) -> str:
@@ -176,6 +292,8 @@ def _convert(name: str, kind: Any, raw: str) -> Any:
             return Path(raw)
         if kind == "Path | None":
             return Path(raw) if raw else None
+        if kind == "Secret":
+            return Secret(raw)
         return raw
     except ValueError as exc:
         raise SystemExit(f"{env_name(name)} / --{name.replace('_', '-')}: {exc}") from exc

@@ -20,13 +20,15 @@ commit still waits for the producer to flush, which is what at-least-once needs.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 
 from processor import __version__
-from processor.api import register_routes
+from processor.api import access_middleware, register_routes
+from processor.api.access import MAX_REQUEST_BYTES
 from processor.app.failstop import Deliveries, FailStop, guard_commits
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
@@ -38,6 +40,7 @@ from processor.contracts.limits import Limits
 from processor.contracts.outputs import Record
 from processor.contracts.state import state_version
 from processor.engine import JourneyModel, Source, load_model
+from processor.kafka_security import security_kwargs
 from processor.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,11 +63,56 @@ class JourneyApp:
     deliveries: Deliveries
 
 
+def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust's form of the ``JOURNEY_KAFKA_*`` settings (the same ones every other client uses)."""
+    kwargs = security_kwargs(settings)
+    context = kwargs.get("ssl_context")
+    if "sasl_mechanism" in kwargs:
+        return faust.SASLCredentials(
+            username=kwargs["sasl_plain_username"],
+            password=kwargs["sasl_plain_password"],
+            ssl_context=context,
+            mechanism=kwargs["sasl_mechanism"],
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def web_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS on the web port when a certificate and key are set."""
+    cert, key = settings.web_tls_cert_file, settings.web_tls_key_file
+    if cert is None:
+        return None
+    if key is None:
+        raise SystemExit("JOURNEY_WEB_TLS_CERT_FILE needs JOURNEY_WEB_TLS_KEY_FILE")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 def faust_options(settings: Settings, facts: BrokerFacts | None = None) -> dict[str, Any]:
-    """Faust settings from ours; ``env={}`` keeps BROKER_URL, APP_STORE and WEB_PORT out."""
+    """Faust settings from ours; ``env={}`` keeps BROKER_URL, APP_STORE and WEB_PORT out.
+
+    Faust's own web views (``/router``, ``/table``, statistics, graph) are off:
+    they would serve table data to anyone who reaches the port.
+    """
     facts = facts if facts is not None else BrokerFacts.unknown(settings)
     return {
         "env": {},
+        "broker_credentials": broker_credentials(settings),
+        "web_ssl_context": web_ssl_context(settings),
+        "canonical_url": f"{settings.web_scheme}://{settings.web_host}:{settings.web_port}",
+        "web_router_enabled": False,
+        "web_tables_enabled": False,
+        "web_stats_enabled": False,
+        "web_graph_enabled": False,
+        "web_metrics_enabled": False,
+        "web_application_options": {
+            "client_max_size": MAX_REQUEST_BYTES,
+            "middlewares": [access_middleware(settings)],
+        },
         "version": 1,
         "autodiscover": False,
         "broker": settings.broker_url,
@@ -156,7 +204,7 @@ def create_app(
         metrics=metrics,
         limits=limits,
     )
-    timers = TimerIndex()
+    timers = TimerIndex(max_clock_skew=settings.max_clock_skew)
     operations = Operations(
         app,
         settings,

@@ -9,11 +9,13 @@ counted once, by a scan of their table, after recovery.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
+from processor.contracts.funnel import funnel_document, merge_funnels
 from processor.engine import CustomerState, Stage
+
+__all__ = ["Place", "StageCounts", "funnel_document", "merge_funnels"]
 
 Place = tuple[Stage, int]
 """A customer's stage and cycle."""
@@ -53,45 +55,3 @@ class StageCounts:
         for (stage, _), n in total.items():
             result[stage] = result.get(stage, 0) + n
         return result
-
-
-def funnel_document(counts: StageCounts, partitions: Iterable[int]) -> dict[str, object]:
-    """This worker's share of the funnel, per partition, as ``/funnel/local`` serves it."""
-    return {
-        "partitions": {
-            str(p): [
-                [stage, cycle, n]
-                for (stage, cycle), n in sorted(counts.by_partition.get(p, Counter()).items())
-                if n
-            ]
-            for p in sorted(partitions)
-        }
-    }
-
-
-def merge_funnels(
-    documents: Iterable[Mapping[str, Any]], stages: Iterable[Stage]
-) -> dict[str, Any]:
-    """Sum workers' local funnels, counting each partition once (mid-rebalance, two may)."""
-    by_partition: dict[str, list[list[Any]]] = {}
-    for doc in documents:
-        for partition, rows in doc["partitions"].items():
-            by_partition.setdefault(partition, rows)
-    per_stage = dict.fromkeys(stages, 0)
-    per_cycle: Counter[int] = Counter()
-    per_place: Counter[tuple[str, int]] = Counter()
-    for rows in by_partition.values():
-        for stage, cycle, n in rows:
-            per_stage[stage] = per_stage.get(stage, 0) + n
-            per_cycle[cycle] += n
-            per_place[(stage, cycle)] += n
-    return {
-        "customers": sum(per_stage.values()),
-        "stages": per_stage,
-        "cycles": {str(c): n for c, n in sorted(per_cycle.items())},
-        "stage_cycles": [
-            {"stage": s, "cycle": c, "customers": n}
-            for (s, c), n in sorted(per_place.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-        ],
-        "partitions": sorted(by_partition, key=int),
-    }

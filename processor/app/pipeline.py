@@ -27,7 +27,7 @@ from typing import Protocol
 from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
-from processor.app.timers import TimerIndex
+from processor.app.timers import TimerIndex, clamp_tick
 from processor.contracts.bundle import (
     Origin,
     Tick,
@@ -294,6 +294,7 @@ class Engine:
 
     async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
         """Fire the partition's due timers; a replayed tick re-emits what it fired."""
+        tick = clamp_tick(tick, self.timers.max_clock_skew)  # a forged tick fires nothing early
         partition = position.partition
         customers = dict.fromkeys(self.timers.pop_due(partition, tick.now))
         customers.update(dict.fromkeys(self.timers.fired_by(partition, tick.id)))

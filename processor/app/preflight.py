@@ -18,19 +18,19 @@ its own internal topics.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from processor.kafka_security import BrokerUnavailable, check_connection, client_kwargs
 from processor.settings import Settings
+
+__all__ = ["BrokerFacts", "BrokerUnavailable", "connect", "consistency_check", "preflight"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,6 @@ EMBEDDED_CLUSTER_IDS = frozenset({"tansu_cluster"})
 
 RECORD_OVERHEAD_BYTES = 1_024
 """Room left under the broker's limit for a record's key, headers and batch framing."""
-
-LOG_EVERY_SECONDS = 5.0
-"""How often a worker waiting for the broker says so."""
-
-
-class BrokerUnavailable(Exception):
-    """The broker did not answer within ``JOURNEY_BROKER_WAIT``; the message is one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,40 +75,17 @@ def public_topics(settings: Settings) -> list[str]:
     ]
 
 
-async def connect(
-    settings: Settings,
-    *,
-    admin_factory: Callable[[], AIOKafkaAdminClient] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> AIOKafkaAdminClient:
-    """An admin client connected to the broker, waiting up to ``broker_wait`` seconds for it."""
-    make = admin_factory or (
-        lambda: AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    )
-    started = clock()
-    said = started
-    while True:
-        admin = make()
-        try:
-            await admin.start()
-            return admin
-        except KafkaConnectionError:
-            await admin.close()
-            waited = clock() - started
-            if waited >= settings.broker_wait:
-                raise BrokerUnavailable(
-                    f"no broker answered at {settings.bootstrap_servers} within "
-                    f"{settings.broker_wait:g}s (JOURNEY_BROKER_WAIT)"
-                ) from None
-            if clock() - said >= LOG_EVERY_SECONDS:
-                said = clock()
-                log.warning(
-                    "waiting for the broker at %s (%.0fs of %gs)",
-                    settings.bootstrap_servers,
-                    waited,
-                    settings.broker_wait,
-                )
-            await asyncio.sleep(0.5)
+async def connect(settings: Settings) -> AIOKafkaAdminClient:
+    """An admin client on the broker, after waiting up to ``broker_wait`` seconds for it.
+
+    A TLS or SASL failure ends the start at once with one line
+    (``KafkaConnectError``); nothing answering at all, only after the wait
+    (:class:`BrokerUnavailable`).
+    """
+    await check_connection(settings, settings.broker_wait)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    return admin
 
 
 async def preflight(settings: Settings) -> tuple[BrokerFacts, list[str]]:

@@ -18,11 +18,15 @@ its deadline. Once the partition has caught up, its clock is the wall clock.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
+from processor.contracts.bundle import Tick
 from processor.engine import CustomerState
+
+log = logging.getLogger(__name__)
 
 TICK_PREFIX = "tick:"
 """Tick ids start with this, so a trigger's ``caused_by`` tells timer firings from events."""
@@ -31,12 +35,28 @@ TICKS_REMEMBERED = 256
 """Ticks whose fired customers are remembered per partition, for re-emission on replay."""
 
 
+def clamp_tick(tick: Tick, max_skew: float, wall: datetime | None = None) -> Tick:
+    """A tick no later than this worker's wall clock plus ``max_skew`` seconds.
+
+    Anyone who can write to the internal topic could otherwise send a tick from
+    the far future and fire every timer of a partition at once. A worker's own
+    ticks are at most its wall clock (or a watermark that is behind it).
+    """
+    limit = (wall if wall is not None else datetime.now(UTC)) + timedelta(seconds=max_skew)
+    if tick.now <= limit:
+        return tick
+    log.warning("tick %s at %s is ahead of the wall clock; clamped to %s", tick.id, tick.now, limit)
+    return replace(tick, now=limit)
+
+
 @dataclass
 class TimerIndex:
     heaps: dict[int, list[tuple[datetime, str]]] = field(default_factory=dict)
     pending: dict[int, Counter[str]] = field(default_factory=dict)
     watermarks: dict[int, datetime] = field(default_factory=dict)
     fired_by_tick: dict[int, OrderedDict[str, set[str]]] = field(default_factory=dict)
+    max_clock_skew: float = 300.0
+    """How far ahead of the wall clock a watermark may be (JOURNEY_MAX_CLOCK_SKEW)."""
 
     def on_state_written(
         self, partition: int, before: CustomerState | None, after: CustomerState
@@ -51,7 +71,13 @@ class TimerIndex:
             heapq.heappush(self.heaps.setdefault(partition, []), (deadline, after.customer_id))
 
     def observe(self, partition: int, occurred_at: datetime) -> None:
-        """Advance the partition's event-time watermark."""
+        """Advance the partition's event-time watermark, never past wall clock plus the skew.
+
+        One event from the far future (a bad client clock, or a forged record)
+        would otherwise move the clock of a whole partition there.
+        """
+        limit = datetime.now(UTC) + timedelta(seconds=self.max_clock_skew)
+        occurred_at = min(occurred_at, limit)
         seen = self.watermarks.get(partition)
         if seen is None or occurred_at > seen:
             self.watermarks[partition] = occurred_at

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from processor import __version__
 from processor.engine import DefinitionError, load_model
+from processor.kafka_security import KafkaConnectError, KafkaSettingsError, check_connection
 from processor.settings import Settings, add_settings_arguments
 
 HELP = """\
@@ -80,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_worker(settings)
         if args.command == "broker":
             return run_broker(args.port)
+        if args.command in ("produce", "tail"):
+            asyncio.run(check_connection(settings, wait_seconds=10.0))
         if args.command == "produce":
             from processor.cli.io import produce_file
 
@@ -102,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(settings, args)
     except DefinitionError as exc:
         print(f"journey: invalid journey definition: {exc}", file=sys.stderr)
+        return 2
+    except (KafkaConnectError, KafkaSettingsError) as exc:
+        print(f"journey: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -12,6 +12,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from processor.engine import SOURCES, JourneyModel
+from processor.kafka_security import client_kwargs
 from processor.settings import Settings
 
 
@@ -59,7 +60,7 @@ def plan_lines(
 
 
 async def produce(settings: Settings, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     await producer.start()
     try:
         sent = 0
@@ -98,7 +99,7 @@ async def tail(
     """
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",

@@ -25,6 +25,7 @@ from processor.broker import EmbeddedBroker, free_port
 from processor.demo.funnel import FunnelTracker, render, render_summary
 from processor.demo.population import DemoRecord, generate
 from processor.engine import load_model
+from processor.kafka_security import client_kwargs
 from processor.processes import stop_group
 from processor.settings import Settings
 
@@ -42,6 +43,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         settings = replace(
             settings,
             broker_url=broker.url,
+            kafka_security_protocol="PLAINTEXT",  # the embedded broker has neither TLS nor SASL
             data_dir=workdir / "data",
             web_port=free_port(),
             session_timeout=6.0,
@@ -95,7 +97,7 @@ async def _play(
 
     async def produce() -> None:
         nonlocal produced
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+        producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=5)
         await producer.start()
         try:
             for record in records:
@@ -113,7 +115,7 @@ async def _play(
             settings.stage_changes_topic,
             settings.dead_letter_topic,
             settings.triggers_topic,
-            bootstrap_servers=settings.bootstrap_servers,
+            **client_kwargs(settings),
             group_id=None,
             auto_offset_reset="earliest",
             metadata_max_age_ms=2000,
@@ -173,7 +175,7 @@ async def _caught_up(settings: Settings) -> bool:
     each time bootstraps metadata of every topic, including the internal one.
     """
     probe = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_kwargs(settings),
         group_id=settings.app_id,
         enable_auto_commit=False,
     )

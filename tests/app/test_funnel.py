@@ -48,3 +48,19 @@ def test_merge_counts_each_partition_once_and_sums_stages_and_cycles() -> None:
     assert merged["stages"]["need_recognition"] == 0
     assert merged["cycles"] == {"1": 2, "2": 1}
     assert merged["partitions"] == ["0", "1"]
+
+
+def test_a_peer_answer_is_checked_before_merging() -> None:
+    from processor.contracts.funnel import is_local_funnel
+
+    assert is_local_funnel({"partitions": {"0": [["purchase", 1, 3]], "1": []}})
+    for bad in (
+        [],
+        {"partitions": []},
+        {"partitions": {"x": []}},
+        {"partitions": {"0": [["purchase", 1]]}},
+        {"partitions": {"0": [["purchase", "1", 3]]}},
+        {"partitions": {"0": [[1, 1, 3]]}},
+        {"partitions": {"0": "rows"}},
+    ):
+        assert not is_local_funnel(bad), bad

@@ -38,7 +38,7 @@ async def test_waiting_for_a_missing_broker_says_so_then_gives_up(
 ) -> None:
     port = free_port()  # nothing listens here
     settings = Settings(broker_url=f"kafka://127.0.0.1:{port}", broker_wait=6.0)
-    caplog.set_level(logging.WARNING, "processor.app.preflight")
+    caplog.set_level(logging.WARNING, "processor.kafka_security")
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable, match=rf"127.0.0.1:{port} within 6s"):
         await asyncio.wait_for(connect(settings), 30)

@@ -512,6 +512,8 @@ def test_k8s_manifests_parse_and_kustomization_lists_them(yaml: ModuleType) -> N
         "Service",
         "PodDisruptionBudget",
         "PodMonitor",
+        "Secret",
+        "NetworkPolicy",
     }
     kustomization = load_yaml(yaml, K8S / "kustomization.yaml")
     listed = set(kustomization["resources"])
@@ -595,3 +597,46 @@ def test_k8s_config_and_selectors(yaml: ModuleType) -> None:
     assert endpoint["port"] == "http" and endpoint.get("path", "/metrics") == "/metrics"
     # The alert rules select job="journey-processor".
     assert pod_labels[monitor["spec"]["jobLabel"]] == "journey-processor"
+
+
+def test_k8s_secrets_are_mounted_files_and_the_network_is_closed(yaml: ModuleType) -> None:
+    objects = k8s_objects(yaml)
+    secret = objects["Secret"]
+    pod = objects["StatefulSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    (name,) = [n for n, v in volumes.items() if "secret" in v]
+    assert volumes[name]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert mounts[name]["readOnly"] is True
+    env = {e["name"]: e for e in container["env"]}
+    for variable, key in (
+        ("JOURNEY_API_TOKEN_FILE", "api-token"),
+        ("JOURNEY_KAFKA_SASL_PASSWORD_FILE", "kafka-sasl-password"),
+    ):
+        assert env[variable]["value"] == f"{mounts[name]['mountPath']}/{key}"
+        assert key in secret["stringData"]
+    # No secret value travels as a variable, in the pod or in the ConfigMap.
+    config = objects["ConfigMap"]["data"]
+    for variable in ("JOURNEY_API_TOKEN", "JOURNEY_KAFKA_SASL_PASSWORD"):
+        assert variable not in env and variable not in config
+    assert config["JOURNEY_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+
+    policy = objects["NetworkPolicy"]
+    pod_labels = objects["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    peers = [f["podSelector"]["matchLabels"] for f in ingress["from"] if "podSelector" in f]
+    assert any(labels.items() <= pod_labels.items() for labels in peers)
+
+
+def test_compose_workers_get_the_api_token_as_a_secret_file(yaml: ModuleType) -> None:
+    compose = load_yaml(yaml, COMPOSE)
+    for name, service in compose_workers(compose).items():
+        env = environment(service)
+        assert "JOURNEY_API_TOKEN" not in env, name
+        path = env["JOURNEY_API_TOKEN_FILE"]
+        (secret,) = [s for s in service["secrets"] if path == f"/run/secrets/{s}"]
+        assert secret in compose["secrets"], name

@@ -23,6 +23,10 @@ from processor.settings import Settings
 
 _names = itertools.count(1)
 
+API_TOKEN = "integration-token-1f0c"
+"""The workers' API token; tests send it as ``Authorization: Bearer``."""
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
@@ -33,9 +37,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 @pytest.fixture
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    return isolated_settings(broker, tmp_path)
+
+
+def isolated_settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    """Settings of one test: its own app id, topics, data directory and API token file."""
     n = next(_names)
     prefix = f"t{n}-{os.getpid()}"
+    token_file = tmp_path / "api-token"
+    token_file.write_text(API_TOKEN + "\n")
     return Settings(
+        api_token_file=token_file,
         broker_url=broker.url,
         app_id=f"{prefix}-app",
         partitions=4,

@@ -9,9 +9,13 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.conftest import AUTH
 
-async def get(url: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
+
+async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """GET with the workers' API token (unless ``headers`` says otherwise)."""
+    sent = AUTH if headers is None else headers
+    async with aiohttp.ClientSession() as http, http.get(url, headers=sent) as response:
         if response.content_type == "application/json":
             return response.status, await response.json()
         return response.status, await response.text()

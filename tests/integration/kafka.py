@@ -13,13 +13,14 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from processor.cli.io import produce
+from processor.kafka_security import client_kwargs
 from processor.settings import Settings
 
 __all__ = ["Collector", "Received", "create_topics", "produce"]
 
 
 async def create_topics(settings: Settings, partitions: dict[str, int]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, n, 1) for t, n in partitions.items()])
@@ -56,7 +57,7 @@ class Collector:
         # No group: nothing is committed; the subscription picks the topic up once it exists.
         self._consumer = AIOKafkaConsumer(
             self.topic,
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_kwargs(self.settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

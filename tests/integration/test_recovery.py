@@ -8,6 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from processor.app.pipeline import partition_for
+from processor.kafka_security import client_kwargs
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
 from tests.integration.journeys import event, to_records
@@ -21,7 +22,7 @@ async def changelog_values(settings: Settings, key: bytes) -> list[tuple[int, by
     topic = f"{settings.app_id}-customer-state-changelog"
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_kwargs(settings),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -84,7 +85,7 @@ async def produce_to_partition(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_kwargs(settings))
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key, partition=partition)
