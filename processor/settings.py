@@ -114,6 +114,11 @@ class Settings:
     broker_wait: float = _opt(
         60.0, "Seconds a starting worker waits for the broker before it exits non-zero"
     )
+    stall_timeout: float = _opt(
+        60.0,
+        "Seconds a partition may sit with records waiting and its committed offset unchanged "
+        "before the worker stops itself (fail-stop; 0 turns the check off)",
+    )
     max_message_bytes: int = _opt(
         1_000_000,
         "Largest record the worker sends (bundles split below it; lowered to the broker's "

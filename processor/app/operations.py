@@ -56,6 +56,8 @@ class Operations:
     rebalance_completed: bool = False
     counted_generation: int = -1
     generation: int = 0
+    progress: dict[Any, tuple[int, float]] = field(default_factory=dict)
+    """Per partition: its committed offset and when that last moved (the stall check)."""
     _scanning: set[str] | None = None
     """Customers written while :meth:`recount` scans; None when no scan runs."""
 
@@ -150,6 +152,39 @@ class Operations:
 
     async def _measure_lag(self) -> None:
         self.measure_lag()
+        self.check_progress(time.monotonic())
+
+    def check_progress(self, now: float) -> None:
+        """Stop the worker when a partition has records waiting and its commits stand still.
+
+        A consumer that stopped delivering one partition (faust-streaming #175,
+        #640; a gap that its commit logic cannot pass) is otherwise fail-silent:
+        ready, alive, and never catching up. Stopping makes the orchestrator start
+        a fresh consumer, which reads from the last commit.
+        """
+        timeout = self.settings.stall_timeout
+        if timeout <= 0 or not self.readiness()[0]:
+            self.progress.clear()  # rebalancing or recovering: no progress expected
+            return
+        consumer = self.app.consumer
+        committed = getattr(consumer, "_committed_offset", {})
+        watched = {*self.settings.source_topics, self.settings.events_topic}
+        for tp in consumer.assignment():
+            if tp.topic not in watched:
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # no fetch response yet for this partition
+                continue
+            done = committed.get(tp) or 0
+            seen = self.progress.get(tp)
+            if end is None or done >= end or seen is None or seen[0] != done:
+                self.progress[tp] = (done, now)
+            elif now - seen[1] > timeout:
+                self.failstop.fail(
+                    f"no progress on {tp.topic}[{tp.partition}] for {now - seen[1]:.0f}s with "
+                    f"{end - done} records waiting (JOURNEY_STALL_TIMEOUT)"
+                )
 
     def state_written(
         self, partition: int, before: CustomerState | None, after: CustomerState

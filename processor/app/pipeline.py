@@ -41,7 +41,6 @@ from processor.contracts.outputs import (
     Record,
     encode_dead_letter,
     encode_stage_change,
-    encode_too_large,
     encode_trigger,
 )
 from processor.contracts.state import (
@@ -153,10 +152,7 @@ class Router:
             await self.dead_letter(record, "processing_error", repr(exc)[:500])
             return None
         if isinstance(decoded, Rejection):
-            if decoded.reason == "too_large":
-                await self.dead_letter_too_large(record, decoded.detail)
-            else:
-                await self.dead_letter(record, decoded.reason, decoded.detail)
+            await self.dead_letter(record, decoded.reason, decoded.detail)
             return None
         if self.model.evidence_for(source, decoded.type) is None:
             self.metrics.events.labels(record.topic, "other", "ignored").inc()
@@ -174,21 +170,6 @@ class Router:
             key=record.key,
             payload=record.value,
         )
-        await self._sent_dead_letter(record, reason, letter)
-
-    async def dead_letter_too_large(self, record: InputRecord, detail: str) -> None:
-        """A record too big to carry: its coordinates, length and digest, not its bytes."""
-        letter = encode_too_large(
-            detail=detail,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            payload=record.value,
-        )
-        await self._sent_dead_letter(record, "too_large", letter)
-
-    async def _sent_dead_letter(self, record: InputRecord, reason: str, letter: Record) -> None:
         await self.send_dead_letter(letter, None)
         self.metrics.dead_letters.labels(record.topic, reason).inc()
         self.metrics.events.labels(record.topic, "unknown", "dead_lettered").inc()

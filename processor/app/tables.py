@@ -44,6 +44,48 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         self._deliveries = deliveries
         self.written: set[int] = set()
         """Partitions this worker wrote changelog records to: the only ones it must mark."""
+        self.generation: int | None = None
+        """The consumer-group generation of this worker's last assignment."""
+        self.replayed_whole: int = 0
+        """Changelog partitions whose recovery was restarted from the beginning (see below)."""
+
+    async def on_rebalance(
+        self,
+        assigned: set[Any],
+        revoked: set[Any],
+        newly_assigned: set[Any],
+        generation_id: int = 0,
+    ) -> None:
+        """After missing a generation, recover every assigned partition from its beginning.
+
+        Faust resumes a partition's recovery after the *persisted offset*: the
+        last changelog offset this worker wrote. That is right as long as no one
+        else wrote after it. A worker that was paused past its session (a long
+        GC, SIGSTOP, a frozen VM) is dropped from the group while its partitions
+        move on; when it wakes it still writes (a bundle in hand, the handover
+        markers of its revocation) after the new owner's records, and its
+        persisted offset jumps past them. Recovering from there would skip the
+        new owner's writes for good. A worker that missed at least one
+        generation (its new one is not its last plus one) therefore forgets its
+        persisted offsets and replays those changelog partitions whole; the
+        table's version check keeps each key's newest state. In ordinary
+        rebalances (consecutive generations) nothing changes.
+        """
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        missed = self.generation is not None and generation_id > self.generation + 1
+        self.generation = generation_id
+        if not missed:
+            return
+        mine = {
+            tp.partition for tp in assigned if tp.topic == self.changelog_topic.get_topic_name()
+        }
+        forget = getattr(self.data, "forget_persisted_offset", None)
+        for partition in sorted(mine):
+            if forget is not None:
+                forget(partition)
+            else:
+                _forget_rocksdb_offset(self.data, partition)
+            self.replayed_whole += 1
 
     def on_key_set(self, key: bytes, value: bytes) -> None:
         super().on_key_set(key, value)
@@ -132,3 +174,14 @@ def monotonic_table(
     )
     app.tables.add(table)
     return table
+
+
+def _forget_rocksdb_offset(store: Any, partition: int) -> None:
+    """Delete Faust's persisted-offset key of one partition (memory stores keep none)."""
+    db_for = getattr(store, "_db_for_partition", None)
+    offset_key = getattr(store, "offset_key", None)
+    if db_for is None or offset_key is None:
+        return
+    db = db_for(partition)
+    if db.get(offset_key) is not None:
+        del db[offset_key]

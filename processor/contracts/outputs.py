@@ -135,10 +135,18 @@ def encode_dead_letter(
     key: bytes | None,
     payload: bytes | None,
 ) -> Record:
-    """A dead letter keeps the original key and bytes so the record can be restored exactly."""
+    """A dead letter keeps the original key and bytes so the record can be restored exactly.
+
+    Except for ``too_large``: a record too big to carry gets no key and no bytes,
+    but where it is and its digest. The original stays fetchable at ``source``
+    on the input topic (for as long as its retention keeps it), and
+    ``original.sha256`` confirms it is the one.
+    """
     encoding = "utf-8"
     text: str | None = None
-    if payload is not None:
+    if reason == "too_large":
+        encoding = "omitted"
+    elif payload is not None:
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -153,33 +161,8 @@ def encode_dead_letter(
         "payload_encoding": encoding,
         "original": _digest(key, payload),
     }
-    return Record(key, orjson.dumps(document), list(_DEAD_LETTER_HEADERS))
-
-
-def encode_too_large(
-    *,
-    detail: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    payload: bytes | None,
-) -> Record:
-    """A record too large to carry: no key or bytes, but where it is and how to verify it.
-
-    The original stays fetchable at ``source`` on the input topic (for as long
-    as its retention keeps it), and ``original.sha256`` confirms it is the one.
-    """
-    document = {
-        "schema": DEAD_LETTER_SCHEMA,
-        "reason": "too_large",
-        "detail": detail,
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "payload": None,
-        "payload_encoding": "omitted",
-        "original": _digest(key, payload),
-    }
-    return Record(None, orjson.dumps(document), list(_DEAD_LETTER_HEADERS))
+    record_key = None if reason == "too_large" else key
+    return Record(record_key, orjson.dumps(document), list(_DEAD_LETTER_HEADERS))
 
 
 def _digest(key: bytes | None, payload: bytes | None) -> dict[str, Any]:

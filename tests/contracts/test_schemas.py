@@ -21,7 +21,6 @@ from processor.contracts.outputs import (
     STAGE_CHANGED_TYPE,
     encode_dead_letter,
     encode_stage_change,
-    encode_too_large,
     restore_payload,
 )
 from processor.engine import (
@@ -392,7 +391,8 @@ def test_dead_letters_validate_and_restore_exactly(
 def test_too_large_dead_letters_carry_a_digest_not_the_bytes(
     payload: bytes, key: bytes | None
 ) -> None:
-    record = encode_too_large(
+    record = encode_dead_letter(
+        reason="too_large",
         detail="too big",
         topic="journey.clickstream",
         partition=2,

@@ -19,6 +19,7 @@ from schemathesis.specs.openapi.adapter import responses as schemathesis_respons
 from processor.broker import EmbeddedBroker, free_port
 from processor.settings import Settings
 from tests.integration.conftest import AUTH, WorkerProcess, isolated_settings, start_worker
+from tests.integration.http import wait_for
 from tests.integration.journeys import event, to_records
 from tests.integration.kafka import produce
 
@@ -54,20 +55,6 @@ async def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, An
         return r.status, body, r.headers
 
 
-async def _wait(check: Any, seconds: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        try:
-            result = await check()
-        except aiohttp.ClientError:
-            result = None
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def served(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One worker with a few customers, ready, for the whole module."""
@@ -81,7 +68,7 @@ def served(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
         async def ready() -> bool:
             return (await _get(url + "/readyz"))[0] == 200
 
-        await _wait(ready, 90, "worker ready")
+        await wait_for(ready, 90, "worker ready")
         sent = [event(c, "clickstream", "page_view", i) for i, c in enumerate(CUSTOMERS)]
         await produce(settings, to_records(settings, sent))
 
@@ -89,7 +76,7 @@ def served(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
             statuses = [(await _get(f"{url}/customers/{c}", AUTH))[0] for c in CUSTOMERS]
             return all(s == 200 for s in statuses)
 
-        await _wait(known, 60, "every customer queryable")
+        await wait_for(known, 60, "every customer queryable")
 
     try:
         asyncio.run(prepare())
@@ -193,7 +180,7 @@ async def test_a_forged_peer_url_is_never_fetched(served: Served) -> None:
             status, body, _ = await _get(served.url + "/funnel", AUTH)
             return body if status == 200 and forged_url in body["unreachable"] else None
 
-        funnel = await _wait(forger_in_the_funnel, 120, "the forger holding partitions")
+        funnel = await wait_for(forger_in_the_funnel, 120, "the forger holding partitions")
         assert funnel["workers"] == [served.url]
 
         refused = []
