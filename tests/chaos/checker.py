@@ -34,7 +34,7 @@ from processor.contracts.bundle import decode_message
 from processor.contracts.inputs import decode_event
 from processor.contracts.outputs import restore_payload
 from processor.contracts.state import decode_state
-from processor.engine import CustomerState, Event, JourneyModel, apply
+from processor.engine import DEDUPE_CHUNK, CustomerState, Event, JourneyModel, apply
 from processor.settings import Settings
 from tests.chaos.observe import Out
 from tests.chaos.workload import Planned
@@ -434,6 +434,11 @@ def _check_changelog(
         "changelog.never_goes_back",
         "per customer, changelog applied_count never decreases",
     )
+    forks = report.finding(
+        "changelog.one_history",
+        "each changelog write of a customer extends the previous one (same dedupe ids at "
+        "the same count; the open chunk only grows)",
+    )
     unanswered = report.finding(
         "api.answers", "/customers answers 200 for every customer with valid input"
     )
@@ -448,6 +453,12 @@ def _check_changelog(
                 f"{state.customer_id} p{r.partition}@{r.offset}: applied_count "
                 f"{seen.applied_count} -> {state.applied_count}, seq {seen.sequence} -> "
                 f"{state.sequence}"
+            )
+        elif seen is not None and _forked(seen, state):
+            forks.add(
+                f"{state.customer_id} p{r.partition}@{r.offset}: count {seen.applied_count} "
+                f"ids ..{list(seen.recent_event_ids[-2:])} then count {state.applied_count} "
+                f"ids ..{list(state.recent_event_ids[-2:])}"
             )
         last[state.customer_id] = state
     for customer, expected in ref.states.items():
@@ -475,6 +486,22 @@ def _check_changelog(
                 f"(served by {answer.get('served_by')})"
             )
     report.facts["changelog records"] = len(observed.changelog)
+
+
+def _forked(before: CustomerState, after: CustomerState) -> bool:
+    """Whether ``after`` is not a continuation of ``before`` (both of one customer).
+
+    A write without new events (a timer tick) keeps the applied ids; new events
+    append to the open dedupe chunk until it is sealed (every DEDUPE_CHUNK events).
+    """
+    if after.applied_count < before.applied_count:
+        return False  # counted by never_goes_back
+    if after.applied_count == before.applied_count:
+        return after.recent_event_ids != before.recent_event_ids
+    if after.applied_count // DEDUPE_CHUNK != before.applied_count // DEDUPE_CHUNK:
+        return False  # a chunk was sealed in between: the open chunk started again
+    n = len(before.recent_event_ids)
+    return after.recent_event_ids[:n] != before.recent_event_ids
 
 
 def _short(value: bytes, limit: int = 160) -> str:

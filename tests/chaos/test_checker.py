@@ -128,8 +128,15 @@ def test_a_lost_event_a_regressed_state_and_a_missing_dead_letter_are_caught() -
     observed.changelog.append(replace(records[0], offset=10**6))  # an older state, written last
     del observed.dead_letters[0]
     del observed.bundles[7]
+    other = next(c for c in observed.api if c != customer)
+    written = [r for r in observed.changelog if r.key == other.encode()]
+    assert len(written) >= 3
+    forked = orjson.loads(written[-1].value)  # type: ignore[arg-type]
+    forked["recent_event_ids"] = [*forked["recent_event_ids"][:-1], "another-event"]
+    observed.changelog.append(replace(written[-1], offset=10**6 + 1, value=orjson.dumps(forked)))
     found = counts(produced, observed)
     assert found["router.every_valid_event_bundled"] == 1
+    assert found["changelog.one_history"] == 1
     assert found["changelog.never_goes_back"] == 1
     assert found["changelog.applied_count_equals_api"] == 1
     assert found["changelog.applied_count_equals_input"] == 1
