@@ -97,7 +97,7 @@ def _journey(rng: random.Random, start: datetime) -> list[Step]:
     add("clickstream", "page_view", 0)
     depth = rng.random()
     if depth > 0.15:
-        add(rng.choice(["clickstream", "research"]), rng.choice(["product_view", "review_read"]), 5)
+        add(*rng.choice([("clickstream", "product_view"), ("research", "review_read")]), 5)
         if rng.random() < 0.5:
             add("research", "search_query", 3)
     if depth > 0.35:
