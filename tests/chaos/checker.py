@@ -53,6 +53,7 @@ class Produced:
     topic: str
     partition: int
     offset: int
+    timestamp: int = -1
 
 
 @dataclass

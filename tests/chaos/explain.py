@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,21 @@ def _value(row: dict[str, Any]) -> Any:
     return None if raw is None else orjson.loads(base64.b64decode(raw))
 
 
+def _at(row: dict[str, Any]) -> str:
+    """The record's broker timestamp as the workers' logs show time (UTC), if known."""
+    ms = row.get("timestamp", -1)
+    if ms is None or ms < 0:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S.%f")[:-3] + " "
+
+
 def explain(history: Path, customer: str) -> list[str]:
     lines = [f"input records of {customer} (topic[partition]@offset kind event):"]
     for row in _rows(history / "produced.jsonl"):
         if row["customer_id"] == customer:
             doc = orjson.loads(base64.b64decode(row["value"]))
             lines.append(
-                f"  {row['topic']}[{row['partition']}]@{row['offset']} {row['kind']} "
+                f"  {_at(row)}{row['topic']}[{row['partition']}]@{row['offset']} {row['kind']} "
                 f"{doc['event_id']} {doc['type']} {doc['occurred_at']}"
             )
     lines.append("bundles carrying its events (partition@offset: event ids):")
@@ -39,13 +48,13 @@ def explain(history: Path, customer: str) -> list[str]:
         doc = _value(row)
         ids = [e["event_id"] for e in doc["events"] if e["customer_id"] == customer]
         if ids:
-            lines.append(f"  p{row['partition']}@{row['offset']}: {' '.join(ids)}")
+            lines.append(f"  {_at(row)}p{row['partition']}@{row['offset']}: {' '.join(ids)}")
     lines.append("changelog writes (partition@offset: applied_count sequence stage/cycle):")
     for row in _rows(history / "changelog.jsonl"):
         if row["key"] and base64.b64decode(row["key"]) == customer.encode():
             doc = _value(row)
             lines.append(
-                f"  p{row['partition']}@{row['offset']}: {doc['applied_count']} "
+                f"  {_at(row)}p{row['partition']}@{row['offset']}: {doc['applied_count']} "
                 f"{doc['sequence']} {doc['stage']}/c{doc['cycle']} "
                 f"open ids ..{doc['recent_event_ids'][-2:]}"
             )
@@ -54,7 +63,7 @@ def explain(history: Path, customer: str) -> list[str]:
         doc = _value(row)
         if doc["customer_id"] == customer:
             lines.append(
-                f"  p{row['partition']}@{row['offset']}: {doc['sequence']} "
+                f"  {_at(row)}p{row['partition']}@{row['offset']}: {doc['sequence']} "
                 f"{doc['from_stage']}->{doc['to_stage']}/c{doc['cycle']} "
                 f"{doc['trigger']['event_id']} {doc['changed_at']}"
             )

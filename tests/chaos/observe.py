@@ -31,6 +31,8 @@ class Out:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    timestamp: int = -1
+    """The record's timestamp (ms), to line it up with the workers' logs."""
 
     @property
     def doc(self) -> Any:
@@ -64,7 +66,9 @@ async def read_topic(settings: Settings, topic: str, idle_polls: int = 2) -> lis
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for tp, messages in batch.items():
                 records += [
-                    Out(topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers))
+                    Out(
+                        topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers), m.timestamp
+                    )
                     for m in messages
                 ]
             positions = {tp: await consumer.position(tp) for tp in tps}

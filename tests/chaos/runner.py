@@ -224,6 +224,7 @@ def _dump(directory: Path, produced: list[Produced], observed: Observed) -> None
                 "topic": p.topic,
                 "partition": p.partition,
                 "offset": p.offset,
+                "timestamp": p.timestamp,
                 "kind": p.planned.kind,
                 "reason": p.planned.reason,
                 "customer_id": p.planned.customer_id,
@@ -242,7 +243,8 @@ def _dump(directory: Path, produced: list[Produced], observed: Observed) -> None
     for name, records in outputs.items():
         with (directory / f"{name}.jsonl").open("wb") as out:
             for r in records:
-                row = {"partition": r.partition, "offset": r.offset, "key": raw(r.key)}
+                row = {"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp}
+                row["key"] = raw(r.key)
                 row["value"] = raw(r.value)
                 out.write(orjson.dumps(row) + b"\n")
     (directory / "api.json").write_bytes(orjson.dumps(observed.api))
@@ -283,7 +285,7 @@ async def _produce(
         await producer.flush()
         for p, future in futures:
             meta = await future
-            out.append(Produced(p, meta.topic, meta.partition, meta.offset))
+            out.append(Produced(p, meta.topic, meta.partition, meta.offset, meta.timestamp))
     finally:
         await producer.stop()
 
