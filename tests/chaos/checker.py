@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
@@ -178,6 +179,7 @@ def check(
     )
     report.facts["reference order"] = order
     chains = _check_stage_changes(report, observed.stage_changes)
+    _check_cycle_dates(report, chains, order)
     _check_final_states(report, ref, chains, order)
     _check_triggers(report, observed.triggers, model)
     _check_dead_letters(report, produced, observed.dead_letters)
@@ -281,6 +283,36 @@ def _check_stage_changes(report: Report, records: list[Out]) -> dict[str, dict[i
     report.facts["stage change records"] = len(records)
     report.facts["distinct stage changes"] = len(by_id)
     return chains
+
+
+def _check_cycle_dates(report: Report, chains: dict[str, dict[int, Any]], order: Order) -> None:
+    """No change inside a cycle is dated before the change that started the cycle.
+
+    Such a change comes from an event of an earlier cycle applied after the new
+    cycle began (a support contact arriving after the research that started
+    cycle 2 is judged as before the new cycle's purchase). With events applied
+    in event-time order it cannot happen, so it is enforced only then.
+    """
+    dated = report.finding(
+        "stage_changes.not_dated_before_their_cycle",
+        "no change within a cycle has changed_at before the cycle's first change",
+        enforced=order == "event-time",
+    )
+    for customer, chain in chains.items():
+        started: dict[int, str] = {}
+        for n in sorted(chain):
+            doc = chain[n]
+            start = started.setdefault(doc["cycle"], doc["changed_at"])
+            if _instant(doc["changed_at"]) < _instant(start):
+                dated.add(
+                    f"{customer} seq {n} {doc['from_stage']}->{doc['to_stage']}/c{doc['cycle']} "
+                    f"at {doc['changed_at']} (trigger {doc['trigger']['type']}), cycle began "
+                    f"{start}"
+                )
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _final(chain: dict[int, Any]) -> tuple[str, int]:

@@ -24,6 +24,7 @@ def test_short_chaos_run_has_no_violations(tmp_path: Path) -> None:
         seed=int(os.environ.get("CHAOS_SEED", "1")),
         duration=float(os.environ.get("CHAOS_DURATION", "40")),
         shape=WorkloadShape(customers=300, hot_customers=3, hot_events=1200),
+        gap=(1.0, 3.0),
         settle_timeout=90.0,
         workdir=Path(os.environ.get("CHAOS_WORKDIR") or tmp_path),
     )

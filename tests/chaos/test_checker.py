@@ -157,3 +157,20 @@ def test_out_of_order_first_occurrences_and_duplicate_triggers_are_caught() -> N
     found = counts(produced, observed)
     assert found["stage_changes.first_occurrences_in_sequence_order"] == 1
     assert found["triggers.at_most_once_per_customer_rule_cycle"] == 1
+
+
+def test_a_change_dated_before_its_cycle_is_caught_and_enforced_with_event_time() -> None:
+    produced, observed = history()
+    start = next(r for r in observed.stage_changes if r.doc["cycle"] == 2)
+    late = start.doc
+    late["sequence"] = 1 + max(
+        r.doc["sequence"] for r in observed.stage_changes if r.key == start.key
+    )
+    late["from_stage"], late["to_stage"] = late["to_stage"], "evaluation"
+    late["changed_at"] = "2026-01-01T00:00:00Z"
+    observed.stage_changes.append(replace(start, offset=10**6, value=orjson.dumps(late)))
+    partition = check(produced, observed, SETTINGS, MODEL, order="partition")
+    event_time = check(produced, observed, SETTINGS, MODEL, order="event-time")
+    name = "stage_changes.not_dated_before_their_cycle"
+    assert partition.findings[name].count == event_time.findings[name].count == 1
+    assert not partition.findings[name].enforced and event_time.findings[name].enforced
