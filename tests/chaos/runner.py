@@ -187,7 +187,7 @@ async def _run(
     pages = await observe.metrics_text(urls)
     processed = observe.events_total(pages)
     log(f"read back outputs, /customers and /metrics of {len(pages)} workers")
-    _dump(workdir / "history", produced, observed)
+    _dump(workdir / "history", produced, observed, settings)
     for n, text in enumerate(pages.values()):
         (workdir / "history" / f"metrics-{n}.txt").write_text(text)
 
@@ -211,9 +211,17 @@ async def _run(
     return RunResult(report, workdir, faults_done)
 
 
-def _dump(directory: Path, produced: list[Produced], observed: Observed) -> None:
-    """The whole history as JSON lines, for a post-mortem after the broker is gone."""
+def _dump(
+    directory: Path, produced: list[Produced], observed: Observed, settings: Settings
+) -> None:
+    """The whole history as JSON lines, for a post-mortem after the broker is gone.
+
+    ``python -m tests.chaos.recheck`` runs the checker again on it.
+    """
     directory.mkdir(exist_ok=True)
+    (directory / "settings.json").write_bytes(
+        orjson.dumps({k: str(v) for k, v in settings.environment({}).items()})
+    )
 
     def raw(value: bytes | None) -> str | None:
         return None if value is None else base64.b64encode(value).decode()

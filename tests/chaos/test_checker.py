@@ -7,6 +7,7 @@ processor would have left it; no broker needed.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import orjson
 
@@ -19,6 +20,8 @@ from processor.engine.triggers import TriggerFired
 from processor.settings import Settings
 from tests.chaos.checker import Observed, Produced, check
 from tests.chaos.observe import Out
+from tests.chaos.recheck import load
+from tests.chaos.runner import _dump
 from tests.chaos.workload import WorkloadShape, build
 
 SETTINGS = Settings()
@@ -174,3 +177,15 @@ def test_a_change_dated_before_its_cycle_is_caught_and_enforced_with_event_time(
     name = "stage_changes.not_dated_before_their_cycle"
     assert partition.findings[name].count == event_time.findings[name].count == 1
     assert not partition.findings[name].enforced and event_time.findings[name].enforced
+
+
+def test_a_dumped_history_checks_the_same_when_loaded_again(tmp_path: Path) -> None:
+    produced, observed = history()
+    del observed.bundles[3]
+    _dump(tmp_path, produced, observed, SETTINGS)
+    settings, again, seen = load(tmp_path)
+    before = counts(produced, observed)
+    after = {
+        name: f.count for name, f in check(again, seen, settings, MODEL).findings.items() if f.count
+    }
+    assert before == after == {"router.every_valid_event_bundled": 1}
