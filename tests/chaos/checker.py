@@ -286,7 +286,10 @@ def _check_stage_changes(report: Report, records: list[Out]) -> dict[str, dict[i
 
 
 def _check_cycle_dates(report: Report, chains: dict[str, dict[int, Any]], order: Order) -> None:
-    """No change inside a cycle is dated before the change that started the cycle.
+    """No change inside a later cycle is dated before the change that started the cycle.
+
+    Within cycle 1 an early event arriving late is dated before the first change
+    legitimately; in a later cycle such an event belongs to an earlier cycle.
 
     Such a change comes from an event of an earlier cycle applied after the new
     cycle began (a support contact arriving after the research that started
@@ -295,7 +298,7 @@ def _check_cycle_dates(report: Report, chains: dict[str, dict[int, Any]], order:
     """
     dated = report.finding(
         "stage_changes.not_dated_before_their_cycle",
-        "no change within a cycle has changed_at before the cycle's first change",
+        "no change within a cycle after the first has changed_at before the cycle's first change",
         enforced=order == "event-time",
     )
     for customer, chain in chains.items():
@@ -303,7 +306,7 @@ def _check_cycle_dates(report: Report, chains: dict[str, dict[int, Any]], order:
         for n in sorted(chain):
             doc = chain[n]
             start = started.setdefault(doc["cycle"], doc["changed_at"])
-            if _instant(doc["changed_at"]) < _instant(start):
+            if doc["cycle"] > 1 and _instant(doc["changed_at"]) < _instant(start):
                 dated.add(
                     f"{customer} seq {n} {doc['from_stage']}->{doc['to_stage']}/c{doc['cycle']} "
                     f"at {doc['changed_at']} (trigger {doc['trigger']['type']}), cycle began "
