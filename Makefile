@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CODE   := processor tests $(wildcard bench)
 
-.PHONY: help demo test lint unit integration bench bench-timers broker worker docs clean
+.PHONY: help demo test lint unit integration chaos bench bench-timers broker worker docs clean
 
 help:
 	@echo "make demo         create $(VENV), install, run the live demo (Ctrl-C stops it)"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint         ruff (lint and format check) and mypy --strict"
 	@echo "make unit         tests without a broker"
 	@echo "make integration  tests against the embedded broker"
+	@echo "make chaos        the long chaos run (SEED=n DURATION=s CUSTOMERS=n ORDER=partition|event-time)"
 	@echo "make bench        the end-to-end benchmark (prints figures)"
 	@echo "make bench-timers timer tick cost against customers holding timers"
 	@echo "make docs         regenerate the README's configuration table"
@@ -41,6 +42,13 @@ unit: $(BIN)/journey
 
 integration: $(BIN)/journey
 	$(BIN)/pytest -q -m integration
+
+SEED      ?= 1
+DURATION  ?= 300
+CUSTOMERS ?= 2000
+ORDER     ?= partition
+chaos: $(BIN)/journey
+	$(BIN)/python -m tests.chaos --seed $(SEED) --duration $(DURATION) --customers $(CUSTOMERS) --order $(ORDER)
 
 bench: $(BIN)/journey
 	$(BIN)/python -m bench.run
