@@ -34,6 +34,7 @@ from processor.app.metrics import Metrics
 from processor.app.operations import Operations
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.preflight import BrokerFacts, consistency_check
+from processor.app.redelivery import deliver_every_record
 from processor.app.tables import monotonic_table
 from processor.app.timers import TimerIndex
 from processor.contracts.limits import Limits
@@ -251,6 +252,7 @@ def create_app(
                 await failstop.halt()
 
     guard_commits(app.consumer, deliveries)
+    deliver_every_record(app.consumer)
 
     log.info(
         "journey-processor %s: model %s v%s, %d partitions",
