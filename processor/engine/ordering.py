@@ -1,0 +1,259 @@
+"""Event-time ordering: watermarks, the partition clock, and the hold buffer. Pure.
+
+The stage rules are order-independent only within a cycle; across cycles (and for
+the stage-change chain itself) the order of application matters. This module
+decides that order, the way stream processors do, without any I/O:
+
+* Every **input partition** (topic, partition) has a watermark: the highest
+  ``occurred_at`` seen on it minus the allowed lateness (:class:`InputWatermark`,
+  kept by the router). "Nothing older than this will still come in time." An
+  input partition that is caught up and quiet (idle) follows the wall clock
+  instead, so it does not hold the others back. Events dated more than the
+  allowed clock skew ahead of the wall clock never move a watermark.
+* The **clock** of a customer partition is the minimum of the watermarks of every
+  input partition that feeds it (all of them: the router re-partitions by
+  customer). It never goes backwards and never passes the wall clock plus the
+  skew. Unknown input partitions (not reported yet) keep it where it is.
+* Each customer partition **holds** arriving events, sorted by
+  :data:`Key` (occurred_at, then topic, partition, offset: the same order on
+  every replay), and releases them in that order once the clock has passed them.
+  At ``max_held`` the oldest are released early ("overflow").
+* An event older than the clock when it arrives (or ordered before something
+  already released) is **late**: applied at once, flagged, never dropped.
+
+:func:`accept` is the whole engine-side step: ``(Ordering, arrivals, marks) ->
+(Ordering, released)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from processor.engine.core import Event
+
+InputPartition = tuple[str, int]
+"""An input topic and one of its partitions."""
+
+Key = tuple[datetime, str, int, int]
+"""Application order: occurred_at, then input topic, partition and offset (a total order)."""
+
+Why = Literal["clock", "late", "overflow", "skewed"]
+"""Why an event was released: the clock passed it; it came late; the buffer was full; its
+time is too far ahead of the wall clock to be trusted for ordering."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderingConfig:
+    lateness: timedelta
+    """How far an event may trail its own input partition's newest event and still be in time."""
+    max_held: int
+    """Most events held per customer partition; beyond it the oldest are released early."""
+    max_clock_skew: timedelta
+    """Events dated further than this ahead of the wall clock never move a clock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What a router says about one input partition: its watermark, and whether it is idle."""
+
+    watermark: datetime | None
+    idle: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """An event as it reaches the engine side, with where it was read (for the tie-break)."""
+
+    event: Event
+    partition: int
+    offset: int
+    skewed: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.event.occurred_at, self.event.topic, self.partition, self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    key: Key
+    event: Event
+    arrived_at: datetime
+    """Wall clock when it was first held (for the hold-time histogram)."""
+    origin: int
+    """Which message it came in (the shell stores held events per message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    event: Event
+    why: Why
+    held_seconds: float
+    origin: int | None
+    """The message it was held from; None if it was never held."""
+
+    @property
+    def late(self) -> bool:
+        return self.why == "late"
+
+
+@dataclass(frozen=True, slots=True)
+class Ordering:
+    """The ordering state of one customer partition."""
+
+    marks: Mapping[InputPartition, Mark] = field(default_factory=dict)
+    clock: datetime | None = None
+    frontier: Key | None = None
+    """The greatest key applied (skewed events excepted); anything at or below it is late."""
+    held: tuple[Held, ...] = ()
+    """Sorted by key."""
+
+    @property
+    def idle(self) -> bool:
+        """Every input partition reported idle: nothing is left to read anywhere."""
+        return bool(self.marks) and all(m.idle for m in self.marks.values())
+
+
+# --------------------------------------------------------------------------- router side
+
+
+@dataclass(frozen=True, slots=True)
+class InputWatermark:
+    """The router's view of one input partition: the newest trustworthy occurred_at."""
+
+    max_seen: datetime | None = None
+
+    def advanced(self, occurred_at: datetime) -> InputWatermark:
+        if self.max_seen is None or occurred_at > self.max_seen:
+            return InputWatermark(occurred_at)
+        return self
+
+    def mark(self, *, idle: bool, wall: datetime, lateness: timedelta) -> Mark:
+        """The watermark; an idle partition's follows the wall clock so it holds nobody back."""
+        watermark = None if self.max_seen is None else self.max_seen - lateness
+        if idle:
+            by_wall = wall - lateness
+            watermark = by_wall if watermark is None else max(watermark, by_wall)
+        return Mark(watermark, idle)
+
+
+def is_skewed(occurred_at: datetime, wall: datetime, max_clock_skew: timedelta) -> bool:
+    """Dated too far ahead of the wall clock to move any clock (it is still applied)."""
+    return occurred_at > wall + max_clock_skew
+
+
+# --------------------------------------------------------------------------- engine side
+
+
+def merge_marks(
+    known: Mapping[InputPartition, Mark], reported: Mapping[InputPartition, Mark]
+) -> dict[InputPartition, Mark]:
+    """Watermarks only move forward (a partition moved to another router restarts lower)."""
+    merged = dict(known)
+    for partition, mark in reported.items():
+        before = merged.get(partition)
+        watermark = mark.watermark
+        if before is not None and before.watermark is not None:
+            watermark = before.watermark if watermark is None else max(watermark, before.watermark)
+        merged[partition] = Mark(watermark, mark.idle)
+    return merged
+
+
+def clock_of(
+    marks: Mapping[InputPartition, Mark], inputs: Iterable[InputPartition]
+) -> datetime | None:
+    """The minimum watermark over every input partition; None while any is unknown."""
+    lowest: datetime | None = None
+    seen = False
+    for partition in inputs:
+        seen = True
+        mark = marks.get(partition)
+        if mark is None or mark.watermark is None:
+            return None
+        if lowest is None or mark.watermark < lowest:
+            lowest = mark.watermark
+    return lowest if seen else None
+
+
+def accept(
+    state: Ordering,
+    arrivals: Iterable[Arrival],
+    marks: Mapping[InputPartition, Mark],
+    *,
+    inputs: Iterable[InputPartition],
+    now: datetime,
+    config: OrderingConfig,
+    origin: int = 0,
+) -> tuple[Ordering, tuple[Released, ...]]:
+    """One message on the engine side: hold its events, advance the clock, release in order.
+
+    Lateness is judged by the clock *before* this message's marks: the marks were
+    taken after the router read the message's events, so they cover them.
+    Released events come in application order: late and skewed ones first (they
+    are older than everything held), then the held ones by key.
+    """
+    clock = state.clock
+    frontier = state.frontier
+    at_once: list[tuple[Key, Released]] = []
+    fresh: list[Held] = []
+    held_keys = {h.key for h in state.held}
+    for arrival in arrivals:
+        key = arrival.key
+        if arrival.skewed:
+            at_once.append((key, Released(arrival.event, "skewed", 0.0, None)))
+            continue
+        if key in held_keys:
+            continue  # redelivered after a crash: it is held already
+        if (frontier is not None and key <= frontier) or (clock is not None and key[0] < clock):
+            at_once.append((key, Released(arrival.event, "late", 0.0, None)))
+            continue
+        held_keys.add(key)
+        fresh.append(Held(key, arrival.event, now, origin))
+    at_once.sort(key=lambda pair: pair[0])
+    for key, released in at_once:
+        if released.why == "late" and (frontier is None or key > frontier):
+            frontier = key
+
+    merged = merge_marks(state.marks, marks) if marks else dict(state.marks)
+    candidate = clock_of(merged, inputs)
+    if candidate is not None:
+        candidate = min(candidate, now + config.max_clock_skew)
+        if clock is None or candidate > clock:
+            clock = candidate
+
+    fresh.sort(key=lambda h: h.key)
+    held = list(heapq.merge(state.held, fresh, key=lambda h: h.key)) if fresh else state.held
+    due = 0
+    if clock is not None:
+        while due < len(held) and held[due].key[0] < clock:
+            due += 1
+    early = max(due, len(held) - config.max_held)
+    out = [released for _, released in at_once]
+    for n, h in enumerate(held[:early]):
+        why: Why = "clock" if n < due else "overflow"
+        out.append(Released(h.event, why, max(0.0, (now - h.arrived_at).total_seconds()), h.origin))
+        frontier = h.key if frontier is None or h.key > frontier else frontier
+    return Ordering(merged, clock, frontier, tuple(held[early:])), tuple(out)
+
+
+def restore(state: Ordering, held: Iterable[Held]) -> Ordering:
+    """An ordering state from what was stored: held events at or below the frontier were
+    applied already (a message is stored whole and dropped once all of it is released)."""
+    frontier = state.frontier
+    kept = sorted(
+        {h.key: h for h in held if frontier is None or h.key > frontier}.values(),
+        key=lambda h: h.key,
+    )
+    return Ordering(state.marks, state.clock, frontier, tuple(kept))
+
+
+def timer_clock(state: Ordering, wall: datetime, caught_up: bool) -> datetime | None:
+    """The clock absence timers follow: the partition clock while anything is behind or held,
+    the wall clock once every input is idle, nothing is held and the worker has caught up."""
+    if caught_up and state.idle and not state.held:
+        return wall
+    return state.clock
