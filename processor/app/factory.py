@@ -29,9 +29,18 @@ from processor import __version__
 from processor.api import register_routes
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
+from processor.app.ordering import (
+    MarkBroadcaster,
+    PartitionOrder,
+    RouterClock,
+    input_partitions,
+    order_version,
+    ordering_config,
+)
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.tables import monotonic_table
 from processor.app.timers import TimerIndex
+from processor.contracts.bundle import encode_ordered_bundle
 from processor.contracts.outputs import Record
 from processor.contracts.state import state_version
 from processor.engine import JourneyModel, Source, load_model
@@ -113,6 +122,16 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         partitions=settings.partitions,
         help="Sealed chunks of applied event ids, per customer",
     )
+    order = monotonic_table(
+        app,
+        "event-order",
+        version=order_version,
+        partitions=settings.partitions,
+        help="Per partition: event-time clock, watermarks and held events (app/ordering.py)",
+    )
+    config = ordering_config(settings)
+    router_clock = RouterClock(config, settings.idle_timeout)
+    ordering = PartitionOrder(order, config, input_partitions(app, settings), metrics)
 
     def sender(topic: Any) -> Any:
         async def send(record: Record, partition: int | None) -> None:
@@ -133,10 +152,19 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         send_bundle=sender(events),
         send_dead_letter=sender(dead_letters),
         metrics=metrics,
+        clock=router_clock,
     )
     timers = TimerIndex()
     operations = Operations(
-        app, settings, model, metrics, states, (states, chunks), timers=timers, events=events
+        app,
+        settings,
+        model,
+        metrics,
+        states,
+        (states, chunks, order),
+        timers=timers,
+        events=events,
+        ordering=ordering,
     )
     engine = Engine(
         model=model,
@@ -148,8 +176,17 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
         timers=timers,
         ce_source=f"/journey-processor/{settings.app_id}",
         metrics=metrics,
+        ordering=ordering,
         on_state_written=operations.counts.move,
+        on_tick_applied=operations.tick_applied,
     )
+
+    async def send_marks(value: bytes, partition: int) -> None:
+        await events.send(key=None, value=value, partition=partition, force=True)
+
+    MarkBroadcaster(
+        app, settings, router_clock, send_marks, lambda marks: encode_ordered_bundle([], marks)
+    ).install()
 
     @app.agent(sources, name="router", concurrency=1)
     async def route(stream: Any) -> None:

@@ -48,6 +48,9 @@ class Operations:
     timers: TimerIndex = field(default_factory=TimerIndex)
     events: Any = None
     """The internal events topic: timer ticks are sent on it, to the partition they are for."""
+    ordering: Any = None
+    """The engine side's event-time ordering (processor.app.ordering.PartitionOrder): the
+    clock timers follow."""
     ticks_in_flight: dict[int, float] = field(default_factory=dict)
     counts: StageCounts = field(default_factory=StageCounts)
     rebalance_completed: bool = False
@@ -89,6 +92,8 @@ class Operations:
         assigned = args[0] if args else kw.get("assigned", set())
         self.metrics.rebalances.inc()
         self.generation += 1
+        if self.ordering is not None:
+            self.ordering.forget()
         self.counts.keep_only(
             {tp.partition for tp in assigned if tp.topic == self.settings.events_topic}
         )
@@ -160,7 +165,11 @@ class Operations:
         wall = datetime.now(UTC)
         caught_up = await self._caught_up()
         for partition in sorted(self.engine_partitions()):
-            now = wall if caught_up.get(partition, False) else self.timers.watermarks.get(partition)
+            if self.ordering is not None:  # the event-time clock, or wall once caught up
+                now = self.ordering.timer_clock(partition, wall)
+            else:
+                done = caught_up.get(partition, False)
+                now = wall if done else self.timers.watermarks.get(partition)
             due = self.timers.next_due(partition)
             if now is None or due is None or due > now:
                 continue

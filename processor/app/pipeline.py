@@ -27,8 +27,14 @@ from typing import Protocol
 from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
+from processor.app.ordering import PartitionOrder, Pending, RouterClock
 from processor.app.timers import TimerIndex
-from processor.contracts.bundle import Tick, decode_message, encode_bundle
+from processor.contracts.bundle import (
+    Tick,
+    decode_envelope,
+    encode_bundle,
+    encode_ordered_bundle,
+)
 from processor.contracts.inputs import Rejection, decode_event
 from processor.contracts.outputs import (
     Record,
@@ -55,6 +61,7 @@ from processor.engine import (
     replay,
 )
 from processor.engine.core import fire_due
+from processor.engine.ordering import Arrival
 from processor.engine.triggers import TriggerFired
 
 log = logging.getLogger(__name__)
@@ -113,8 +120,10 @@ class Router:
         send_bundle: Send,
         send_dead_letter: Send,
         metrics: Metrics,
+        clock: RouterClock,
     ) -> None:
         self.model = model
+        self.clock = clock
         self.sources = sources
         self.partitions = partitions
         self.send_bundle = send_bundle
@@ -122,15 +131,22 @@ class Router:
         self.metrics = metrics
 
     async def route(self, records: Iterable[InputRecord]) -> None:
-        bundles: dict[int, list[Event]] = defaultdict(list)
+        bundles: dict[int, list[Arrival]] = defaultdict(list)
+        pending = Pending()  # the batch's watermarks: claimed only once its bundles are sent
         for record in records:
+            pending.next_offset[(record.topic, record.partition)] = record.offset + 1
             event = await self._decode(record)
             if event is not None:
-                bundles[partition_for(event.customer_id, self.partitions)].append(event)
-        for partition, events in sorted(bundles.items()):
-            for start in range(0, len(events), BUNDLE_MAX_EVENTS):
-                chunk = events[start : start + BUNDLE_MAX_EVENTS]
-                await self.send_bundle(Record(None, encode_bundle(chunk), []), partition)
+                arrival = self.clock.arrival(event, record.partition, record.offset, pending)
+                bundles[partition_for(event.customer_id, self.partitions)].append(arrival)
+        marks = self.clock.marks(pending)
+        for partition, arrivals in sorted(bundles.items()):
+            for start in range(0, len(arrivals), BUNDLE_MAX_EVENTS):
+                chunk = arrivals[start : start + BUNDLE_MAX_EVENTS]
+                last = start + BUNDLE_MAX_EVENTS >= len(arrivals)  # marks cover the whole batch
+                value = encode_ordered_bundle(chunk, marks if last else {})
+                await self.send_bundle(Record(None, value, []), partition)
+        self.clock.commit(pending)
 
     async def _decode(self, record: InputRecord) -> Event | None:
         source = self.sources[record.topic]
@@ -180,10 +196,12 @@ class Engine:
         ce_source: str,
         metrics: Metrics,
         timers: TimerIndex,
+        ordering: PartitionOrder,
         on_state_written: StateWritten | None = None,
         on_tick_applied: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
+        self.ordering = ordering
         self.timers = timers
         self.on_tick_applied = on_tick_applied
         self.send_trigger = send_trigger
@@ -199,13 +217,14 @@ class Engine:
         """Apply one bundle; ``position`` is where it was read, for dead letters."""
         started = time.perf_counter()
         try:
-            events, tick = decode_message(raw)
+            envelope = decode_envelope(raw)
         except Exception as exc:
             await self._dead_letter(position, raw, exc)
             return
-        if tick is not None:
-            await self._apply_tick(tick, position)
+        if envelope.tick is not None:
+            await self._apply_tick(envelope.tick, position)
             return
+        events = await self.ordering.release(envelope, position.partition, position.offset)
         by_customer: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             by_customer[event.customer_id].append(event)
@@ -236,7 +255,6 @@ class Engine:
                 continue
             metrics.processing_seconds.observe(time.perf_counter() - started)
             metrics.event_time_lag.observe(time.time() - event.occurred_at.timestamp())
-            self.timers.observe(position.partition, event.occurred_at)
             state = step.state
             metrics.events.labels(
                 event.topic, type_label(self.model, event.source, event.type), step.outcome

@@ -71,6 +71,20 @@ class MonotonicTable(faust.Table[bytes, bytes]):
             force=True,
         )
 
+    async def delete(self, key: bytes, partition: int) -> None:
+        """Delete a key: a tombstone on its changelog partition (sent as :meth:`put` does)."""
+        self.data.pop(key, None)
+        self.written.add(partition)
+        await self.changelog_topic.send(
+            key=key,
+            value=None,
+            partition=partition,
+            key_serializer="raw",
+            value_serializer="raw",
+            callback=self._on_changelog_sent,
+            force=True,
+        )
+
     def mark_handover(self, partitions: Iterable[int]) -> None:
         """Queue a marker on each given partition this worker wrote to; the caller flushes.
 

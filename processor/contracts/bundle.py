@@ -16,8 +16,13 @@ from typing import Any
 import orjson
 
 from processor.engine import Event
+from processor.engine.ordering import Arrival, InputPartition, Mark
 
 BUNDLE_VERSION = 1
+"""Version of ticks and of bundles written before event-time ordering (still read)."""
+
+ORDERED_BUNDLE_VERSION = 2
+"""Bundles with input positions and watermark marks (schemas/internal.event-bundle.v2.json)."""
 
 
 def _event_document(event: Event) -> dict[str, Any]:
@@ -83,3 +88,63 @@ def _events(doc: dict[str, Any]) -> list[Event]:
         )
         for e in doc["events"]
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded record of the internal topic: arrivals with their marks, or a tick.
+
+    ``ordered`` is False for a v1 bundle (no positions, no marks): its events are
+    applied at once, as they were before event-time ordering.
+    """
+
+    arrivals: list[Arrival]
+    marks: dict[InputPartition, Mark]
+    tick: Tick | None = None
+    ordered: bool = True
+
+
+def encode_ordered_bundle(arrivals: list[Arrival], marks: dict[InputPartition, Mark]) -> bytes:
+    events = []
+    for a in arrivals:
+        doc = _event_document(a.event) | {"partition": a.partition, "offset": a.offset}
+        if a.skewed:
+            doc["skewed"] = True
+        events.append(doc)
+    return orjson.dumps(
+        {
+            "v": ORDERED_BUNDLE_VERSION,
+            "events": events,
+            "marks": [[t, p, m.watermark, m.idle] for (t, p), m in sorted(marks.items())],
+        }
+    )
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    """Any record of the internal topic: a v2 bundle, a v1 bundle or a (v1) tick."""
+    doc = orjson.loads(raw)
+    if doc.get("v") != ORDERED_BUNDLE_VERSION:
+        events, tick = decode_message(raw)
+        return Envelope([Arrival(e, 0, n) for n, e in enumerate(events)], {}, tick, False)
+    arrivals = [
+        Arrival(
+            Event(
+                event_id=e["event_id"],
+                customer_id=e["customer_id"],
+                source=e["source"],
+                topic=e["topic"],
+                type=e["type"],
+                occurred_at=datetime.fromisoformat(e["occurred_at"]),
+                properties=e["properties"],
+            ),
+            e["partition"],
+            e["offset"],
+            bool(e.get("skewed", False)),
+        )
+        for e in doc["events"]
+    ]
+    marks = {
+        (topic, partition): Mark(None if at is None else datetime.fromisoformat(at), idle)
+        for topic, partition, at, idle in doc["marks"]
+    }
+    return Envelope(arrivals, marks)

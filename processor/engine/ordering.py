@@ -27,10 +27,11 @@ decides that order, the way stream processors do, without any I/O:
 
 from __future__ import annotations
 
-import heapq
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Literal
 
 from processor.engine.core import Event
@@ -198,46 +199,54 @@ def accept(
     """
     clock = state.clock
     frontier = state.frontier
+    held = state.held
     at_once: list[tuple[Key, Released]] = []
-    fresh: list[Held] = []
-    held_keys = {h.key for h in state.held}
+    fresh: dict[Key, Held] = {}
     for arrival in arrivals:
         key = arrival.key
         if arrival.skewed:
             at_once.append((key, Released(arrival.event, "skewed", 0.0, None)))
             continue
-        if key in held_keys:
+        if key in fresh or _holds(held, key):
             continue  # redelivered after a crash: it is held already
         if (frontier is not None and key <= frontier) or (clock is not None and key[0] < clock):
             at_once.append((key, Released(arrival.event, "late", 0.0, None)))
             continue
-        held_keys.add(key)
-        fresh.append(Held(key, arrival.event, now, origin))
+        fresh[key] = Held(key, arrival.event, now, origin)
     at_once.sort(key=lambda pair: pair[0])
     for key, released in at_once:
         if released.why == "late" and (frontier is None or key > frontier):
             frontier = key
 
-    merged = merge_marks(state.marks, marks) if marks else dict(state.marks)
+    merged = merge_marks(state.marks, marks) if marks else state.marks
     candidate = clock_of(merged, inputs)
     if candidate is not None:
         candidate = min(candidate, now + config.max_clock_skew)
         if clock is None or candidate > clock:
             clock = candidate
 
-    fresh.sort(key=lambda h: h.key)
-    held = list(heapq.merge(state.held, fresh, key=lambda h: h.key)) if fresh else state.held
-    due = 0
-    if clock is not None:
-        while due < len(held) and held[due].key[0] < clock:
-            due += 1
+    if fresh:
+        held = tuple(sorted((*held, *fresh.values()), key=_KEY))
+    due = 0 if clock is None else bisect_left(held, (clock,), key=_KEY)
     early = max(due, len(held) - config.max_held)
     out = [released for _, released in at_once]
     for n, h in enumerate(held[:early]):
         why: Why = "clock" if n < due else "overflow"
-        out.append(Released(h.event, why, max(0.0, (now - h.arrived_at).total_seconds()), h.origin))
-        frontier = h.key if frontier is None or h.key > frontier else frontier
-    return Ordering(merged, clock, frontier, tuple(held[early:])), tuple(out)
+        seconds = max(0.0, (now - h.arrived_at).total_seconds())
+        out.append(Released(h.event, why, seconds, h.origin))
+    if early:
+        last = held[early - 1].key
+        frontier = last if frontier is None or last > frontier else frontier
+        held = held[early:]
+    return Ordering(merged, clock, frontier, held), tuple(out)
+
+
+_KEY = attrgetter("key")
+
+
+def _holds(held: tuple[Held, ...], key: Key) -> bool:
+    i = bisect_left(held, key, key=_KEY)
+    return i < len(held) and held[i].key == key
 
 
 def restore(state: Ordering, held: Iterable[Held]) -> Ordering:
@@ -251,9 +260,21 @@ def restore(state: Ordering, held: Iterable[Held]) -> Ordering:
     return Ordering(state.marks, state.clock, frontier, tuple(kept))
 
 
-def timer_clock(state: Ordering, wall: datetime, caught_up: bool) -> datetime | None:
-    """The clock absence timers follow: the partition clock while anything is behind or held,
-    the wall clock once every input is idle, nothing is held and the worker has caught up."""
-    if caught_up and state.idle and not state.held:
+FRESH = timedelta(seconds=2)
+"""Default for how recent the idle marks must be for the partition to count as caught up."""
+
+
+def timer_clock(
+    state: Ordering, wall: datetime, lateness: timedelta, fresh: timedelta = FRESH
+) -> datetime | None:
+    """The clock absence timers follow: the partition clock while anything is behind or held;
+    the wall clock once every input is idle, nothing is held, and the idle marks just applied
+    are recent (so this partition's own topic is read up to now)."""
+    if (
+        state.idle
+        and not state.held
+        and state.clock is not None
+        and state.clock >= wall - lateness - fresh
+    ):
         return wall
     return state.clock

@@ -185,14 +185,19 @@ def test_restore_drops_what_was_released_already() -> None:
 
 def test_timers_follow_the_wall_clock_only_when_everything_is_idle_and_nothing_held() -> None:
     a = ("t", 0)
-    idle = Ordering({a: Mark(T0, True)}, T0)
-    assert timer_clock(idle, WALL, caught_up=True) == WALL
-    assert timer_clock(idle, WALL, caught_up=False) == T0
-    busy = Ordering({a: Mark(T0, False)}, T0)
-    assert timer_clock(busy, WALL, caught_up=True) == T0
-    e = ev("c", "clickstream", "page_view", T0)
-    holding = Ordering({a: Mark(T0, True)}, T0, None, (Held((T0, "t", 0, 0), e, WALL, 0),))
-    assert timer_clock(holding, WALL, caught_up=True) == T0
+    lateness = timedelta(seconds=2)
+    recent = WALL - lateness
+    idle = Ordering({a: Mark(recent, True)}, recent)
+    assert timer_clock(idle, WALL, lateness) == WALL
+    stale = Ordering({a: Mark(T0, True)}, T0)
+    assert timer_clock(stale, WALL, lateness) == T0, "idle marks from long ago: still behind"
+    busy = Ordering({a: Mark(recent, False)}, recent)
+    assert timer_clock(busy, WALL, lateness) == recent
+    e = ev("c", "clickstream", "page_view", WALL)
+    holding = Ordering(
+        {a: Mark(recent, True)}, recent, None, (Held((WALL, "t", 0, 0), e, WALL, 0),)
+    )
+    assert timer_clock(holding, WALL, lateness) == recent
 
 
 # --------------------------------------------------------------------------- the simulation

@@ -18,7 +18,7 @@ from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
 from tests.integration.journeys import Sent
 from tests.integration.kafka import Collector, Received, produce
-from tests.integration.test_operations import get, samples, total
+from tests.integration.test_operations import get, samples, total, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +51,11 @@ def sent(customer: str, source: str, event_type: str, at: datetime, **props: Any
         "properties": props,
     }
     return Sent(source, customer.encode(), orjson.dumps(doc))  # type: ignore[arg-type]
+
+
+async def _ready(url: str) -> bool:
+    status, _ = await get(url)
+    return status == 200
 
 
 def records(settings: Settings, items: list[Sent]) -> list[tuple[str, bytes | None, bytes]]:
@@ -90,11 +95,11 @@ async def test_every_default_rule_fires_when_it_should_and_not_otherwise(
         format_checker=Draft202012Validator.FORMAT_CHECKER,
     )
     worker = start_worker(workers, settings, tmp_path, "a")
-    async with (
-        Collector(settings, settings.triggers_topic) as triggers,
-        Collector(settings, settings.stage_changes_topic) as changes,
-    ):
-        await changes.wait_until(lambda r: True, 1)
+    async with Collector(settings, settings.triggers_topic) as triggers:
+        # Deadlines count from now: the worker must be running (and its inputs idle) first.
+        await wait_for(
+            lambda: _ready(f"http://127.0.0.1:{worker.settings.web_port}/readyz"), 90, "ready"
+        )
         now = datetime.now(UTC)
         late = now - timedelta(days=1)
         await produce(
