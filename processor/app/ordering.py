@@ -53,6 +53,7 @@ from processor.engine.ordering import (
     OrderingConfig,
     Released,
     accept,
+    held_from,
     is_skewed,
     restore,
     timer_clock,
@@ -255,7 +256,7 @@ class PartitionOrder:
             origin=offset,
         )
         self.states[partition] = after
-        await self._persist(partition, offset, before, after, released)
+        await self._persist(partition, offset, before, after, released, arrivals)
         self._count(partition, after, released)
         return released
 
@@ -285,9 +286,10 @@ class PartitionOrder:
         before: Ordering,
         after: Ordering,
         released: tuple[Released, ...],
+        arrivals: list[Arrival],
     ) -> None:
         remaining = self.remaining.setdefault(partition, Counter())
-        fresh = [h for h in after.held if h.origin == offset]
+        fresh = held_from(after, offset, arrivals) if arrivals else []
         if fresh and remaining[offset] != len(fresh):
             remaining[offset] = len(fresh)
             await self.table.put(held_key(partition, offset), _encode_held(fresh), partition)

@@ -27,7 +27,7 @@ decides that order, the way stream processors do, without any I/O:
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -157,6 +157,8 @@ def merge_marks(
     merged = dict(known)
     for partition, mark in reported.items():
         before = merged.get(partition)
+        if before == mark:
+            continue
         watermark = mark.watermark
         if before is not None and before.watermark is not None:
             watermark = before.watermark if watermark is None else max(watermark, before.watermark)
@@ -226,7 +228,7 @@ def accept(
             clock = candidate
 
     if fresh:
-        held = tuple(sorted((*held, *fresh.values()), key=_KEY))
+        held = _insert(held, sorted(fresh.values(), key=_KEY))
     due = 0 if clock is None else bisect_left(held, (clock,), key=_KEY)
     early = max(due, len(held) - config.max_held)
     out = [released for _, released in at_once]
@@ -242,6 +244,28 @@ def accept(
 
 
 _KEY = attrgetter("key")
+
+
+def _insert(held: tuple[Held, ...], fresh: list[Held]) -> tuple[Held, ...]:
+    """``held`` with ``fresh`` (both sorted) merged in: binary insertion while ``fresh`` is
+    small against ``held`` (a bundle against a full buffer), one sort otherwise."""
+    if len(fresh) * 8 > len(held):
+        return tuple(sorted((*held, *fresh), key=_KEY))
+    merged = list(held)
+    for h in fresh:
+        insort(merged, h, key=_KEY)
+    return tuple(merged)
+
+
+def held_from(state: Ordering, origin: int, arrivals: Iterable[Arrival]) -> list[Held]:
+    """The events of message ``origin`` (given its arrivals) that ``state`` still holds."""
+    found = []
+    held = state.held
+    for arrival in arrivals:
+        i = bisect_left(held, arrival.key, key=_KEY)
+        if i < len(held) and held[i].key == arrival.key and held[i].origin == origin:
+            found.append(held[i])
+    return found
 
 
 def _holds(held: tuple[Held, ...], key: Key) -> bool:
