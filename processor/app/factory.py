@@ -95,6 +95,8 @@ def create_app(settings: Settings, model: JourneyModel | None = None) -> Journey
     model = model if model is not None else load_model(settings.definition)
     app = faust.App(settings.app_id, **faust_options(settings))
     metrics = Metrics()
+    for topic in settings.source_topics:  # exposed at 0 before the first late event
+        metrics.late_events.labels(topic)
 
     raw: dict[str, Any] = {
         "key_type": bytes,

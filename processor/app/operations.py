@@ -157,8 +157,8 @@ class Operations:
     async def _tick(self) -> None:
         """Send a timer tick to each owned partition whose next deadline has come.
 
-        The partition's clock is its event-time watermark while input is waiting,
-        and the wall clock once this worker has read everything (see timers.py).
+        The partition's clock is its event-time clock (processor.app.ordering) while
+        anything is behind or held, and the wall clock once every input is idle.
         """
         if not self.readiness()[0] or self.counted_generation != self.generation:
             return
