@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -123,6 +124,9 @@ class EngineFigures:
     bundle_us_per_event: float
     change_encode_us: float
     state_bytes: float
+    ordered_changes: int = 0
+    """Stage changes of the same events applied one by one in event-time order."""
+    ordered_final: dict[str, CustomerState] = field(default_factory=dict)
 
 
 @dataclass
@@ -318,6 +322,18 @@ def engine_only(
         encode_stage_change(change, "/journey-processor/bench")
     change_s = clock() - started
 
+    # Event-time order, as the processor's hold buffer orders (ties: topic, then input order).
+    ordered: dict[str, CustomerState] = {}
+    ordered_changes = 0
+    keyed = sorted(
+        enumerate(events), key=lambda pair: (pair[1].occurred_at, pair[1].topic, pair[0])
+    )
+    for _, event in keyed:
+        step = apply(ordered.get(event.customer_id), event, model)
+        if step.state is not None:
+            ordered[event.customer_id] = step.state
+        ordered_changes += sum(1 for o in step.outputs if isinstance(o, StageChange))
+
     rows = [
         Row("engine: decode_event only", n, decode_s),
         Row("engine: decode_event + apply", n, apply_s),
@@ -335,7 +351,18 @@ def engine_only(
         bundle_us_per_event=bundle_s / max(len(events), 1) * 1e6,
         change_encode_us=change_s / max(len(changes), 1) * 1e6,
         state_bytes=size / max(writes, 1),
+        ordered_changes=ordered_changes,
+        ordered_final=ordered,
     )
+
+
+def digest(states: dict[str, CustomerState]) -> str:
+    """A digest of every customer's final stage, cycle, sequence and applied-event count."""
+    h = hashlib.sha256()
+    for customer in sorted(states):
+        s = states[customer]
+        h.update(f"{customer}|{s.stage}|{s.cycle}|{s.sequence}|{s.applied_count}\n".encode())
+    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- broker side
@@ -745,10 +772,15 @@ async def baseline_faust(
 
 
 async def processor_end_to_end(
-    offsets: Offsets, settings: Settings, expect: int, logs: Path, limit: float
+    offsets: Offsets,
+    settings: Settings,
+    expect: int,
+    logs: Path,
+    limit: float,
+    name: str = "processor end to end",
 ) -> tuple[Row, ProcessorFigures, Child]:
     """Run a real worker until inputs and the internal topic are committed to their ends."""
-    log = logs / "processor-worker.log"
+    log = logs / f"{settings.app_id}-worker.log"
     launched = time.time()
     child = spawn(
         "processor worker", [sys.executable, "-m", "processor", "worker"], worker_env(settings), log
@@ -791,7 +823,7 @@ async def processor_end_to_end(
         inputs_done=seen.inputs_done - seen.start if seen.inputs_done and seen.start else None,
         timeline=timeline(seen, list(settings.source_topics), events_topic, state_log),
     )
-    row = row_from_watch("processor end to end", expect, launched, seen)
+    row = row_from_watch(name, expect, launched, seen)
     row.exact = figures.last_activity
     return row, figures, child
 
@@ -1247,7 +1279,16 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
         processor, figures, worker = await processor_end_to_end(
             offsets, own("processor", "rocksdb://"), n, work, args.timeout
         )
-        rows = [*engine.rows, plain, noop, processor]
+        print("4a. processor worker, holding off (JOURNEY_MAX_HELD_EVENTS=0) ...", flush=True)
+        unheld, unheld_figures, _ = await processor_end_to_end(
+            offsets,
+            replace(own("unheld", "rocksdb://"), max_held_events=0),
+            n,
+            work,
+            args.timeout,
+            name="processor, holding off",
+        )
+        rows = [*engine.rows, plain, noop, processor, unheld]
         two: TwoWorkers | None = None
         if args.workers_row:
             print("4b. processor, 2 workers in one group ...", flush=True)
@@ -1312,6 +1353,21 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
             " after Ready; progress:"
         )
     print("\n".join(f"    {line}" for line in figures.timeline))
+    same = digest(figures.final) == digest(engine.ordered_final)
+    verdict = "equal" if same and figures.stage_changes == engine.ordered_changes else "DIFFERENT"
+    print(
+        f"event time: processor {figures.stage_changes:,} stage changes, final-state digest "
+        f"{digest(figures.final)}; in-process engine in event-time order "
+        f"{engine.ordered_changes:,}, digest {digest(engine.ordered_final)} "
+        f"({verdict}); "
+        f"holding off (arrival order): {unheld_figures.stage_changes:,} stage changes, digest "
+        f"{digest(unheld_figures.final)}"
+    )
+    if processor.rate and unheld.rate:
+        print(
+            f"cost of holding: {processor.rate:,.0f} events/s with event-time ordering vs "
+            f"{unheld.rate:,.0f}/s with holding off: ratio {processor.rate / unheld.rate:.2f}"
+        )
     applied = sum(state.applied_count for state in figures.final.values())
     differ = [
         (state, other)

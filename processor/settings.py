@@ -179,10 +179,25 @@ class Settings:
     web_tls_ca_file: Path | None = _opt(
         None, "PEM CA file to verify peers' HTTPS certificates; empty: system CAs"
     )
+    allowed_lateness: float = _opt(
+        2.0,
+        "Seconds an event may trail the newest event of its own input partition and still be "
+        "applied in event-time order; later ones are applied at once and flagged late",
+    )
+    idle_timeout: float = _opt(
+        1.0,
+        "Seconds an input partition must be caught up and quiet before it stops holding back "
+        "the event-time clock (its watermark then follows the wall clock)",
+    )
+    max_held_events: int = _opt(
+        20000,
+        "Most events held for event-time ordering per partition; beyond it the oldest are "
+        "released early (counted)",
+    )
     max_clock_skew: float = _opt(
         300.0,
-        "Seconds a timer tick on the internal topic may be ahead of this worker's wall "
-        "clock; later ticks are clamped",
+        "Seconds an event or tick may be dated ahead of the wall clock; anything further "
+        "ahead never moves a clock (it is still applied for its own customer)",
     )
 
     @property

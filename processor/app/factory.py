@@ -32,11 +32,20 @@ from processor.api.access import MAX_REQUEST_BYTES
 from processor.app.failstop import Deliveries, FailStop, guard_commits
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
+from processor.app.ordering import (
+    MarkBroadcaster,
+    PartitionOrder,
+    RouterClock,
+    input_partitions,
+    order_version,
+    ordering_config,
+)
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.preflight import BrokerFacts, consistency_check
 from processor.app.redelivery import deliver_every_record
 from processor.app.tables import monotonic_table
 from processor.app.timers import TimerIndex
+from processor.contracts.bundle import encode_ordered_bundle
 from processor.contracts.limits import Limits
 from processor.contracts.outputs import Record
 from processor.contracts.state import state_version
@@ -153,6 +162,8 @@ def create_app(
     metrics = Metrics()
     failstop = FailStop()
     deliveries = Deliveries(failstop)
+    for topic in settings.source_topics:  # exposed at 0 before the first late event
+        metrics.late_events.labels(topic)
 
     raw: dict[str, Any] = {
         "key_type": bytes,
@@ -182,6 +193,17 @@ def create_app(
         help="Sealed chunks of applied event ids, per customer",
         deliveries=deliveries,
     )
+    order = monotonic_table(
+        app,
+        "event-order",
+        version=order_version,
+        partitions=settings.partitions,
+        help="Per partition: event-time clock, watermarks and held events (app/ordering.py)",
+        deliveries=deliveries,
+    )
+    config = ordering_config(settings)
+    router_clock = RouterClock(config, settings.idle_timeout)
+    ordering = PartitionOrder(order, config, input_partitions(app, settings), metrics)
 
     def sender(topic: Any) -> Any:
         async def send(record: Record, partition: int | None) -> None:
@@ -204,6 +226,7 @@ def create_app(
         send_dead_letter=sender(dead_letters),
         metrics=metrics,
         limits=limits,
+        clock=router_clock,
     )
     timers = TimerIndex(max_clock_skew=settings.max_clock_skew)
     operations = Operations(
@@ -212,9 +235,10 @@ def create_app(
         model,
         metrics,
         states,
-        (states, chunks),
+        (states, chunks, order),
         timers=timers,
         events=events,
+        ordering=ordering,
         failstop=failstop,
         deliveries=deliveries,
     )
@@ -228,8 +252,18 @@ def create_app(
         timers=timers,
         ce_source=f"/journey-processor/{settings.app_id}",
         metrics=metrics,
+        ordering=ordering,
         on_state_written=operations.state_written,
+        on_tick_applied=operations.tick_applied,
     )
+
+    async def send_marks(value: bytes, partition: int) -> None:
+        delivery = await events.send(key=None, value=value, partition=partition, force=True)
+        deliveries.track(delivery)
+
+    MarkBroadcaster(
+        app, settings, router_clock, send_marks, lambda marks: encode_ordered_bundle([], marks)
+    ).install()
 
     # An agent that raises would have its batch acked and skipped, and be
     # restarted (faust-streaming#315, #527): each agent stops the worker instead.

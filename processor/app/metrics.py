@@ -92,6 +92,36 @@ class Metrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400),
             registry=r,
         )
+        self.late_events = Counter(
+            "journey_late_events",
+            "Events that arrived after their partition's event-time clock had passed them: "
+            "applied at once, out of event-time order, and flagged late on their stage changes",
+            ["topic"],
+            registry=r,
+        )
+        self.clock_skew_events = Counter(
+            "journey_clock_skew_events",
+            "Events dated more than JOURNEY_MAX_CLOCK_SKEW ahead of the wall clock: applied "
+            "at once for their customer, never moving any clock",
+            registry=r,
+        )
+        self.released_early = Counter(
+            "journey_events_released_early",
+            "Held events released before the clock passed them because the hold buffer was full",
+            registry=r,
+        )
+        self.hold_seconds = Histogram(
+            "journey_event_hold_seconds",
+            "Wall-clock time an event was held for event-time ordering before it was applied",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600),
+            registry=r,
+        )
+        self.events_held = Gauge(
+            "journey_events_held",
+            "Events held for event-time ordering, per customer partition on this worker",
+            ["partition"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "journey_consumer_lag",
             "Records not yet committed by this worker: end offset minus committed offset",

@@ -49,6 +49,9 @@ class Operations:
     timers: TimerIndex = field(default_factory=TimerIndex)
     events: Any = None
     """The internal events topic: timer ticks are sent on it, to the partition they are for."""
+    ordering: Any = None
+    """The engine side's event-time ordering (processor.app.ordering.PartitionOrder): the
+    clock timers follow."""
     ticks_in_flight: dict[int, float] = field(default_factory=dict)
     counts: StageCounts = field(default_factory=StageCounts)
     failstop: FailStop = field(default_factory=FailStop)
@@ -112,6 +115,8 @@ class Operations:
         assigned = args[0] if args else kw.get("assigned", set())
         self.metrics.rebalances.inc()
         self.generation += 1
+        if self.ordering is not None:
+            self.ordering.forget()
         self.counts.keep_only(
             {tp.partition for tp in assigned if tp.topic == self.settings.events_topic}
         )
@@ -233,15 +238,19 @@ class Operations:
     async def _tick(self) -> None:
         """Send a timer tick to each owned partition whose next deadline has come.
 
-        The partition's clock is its event-time watermark while input is waiting,
-        and the wall clock once this worker has read everything (see timers.py).
+        The partition's clock is its event-time clock (processor.app.ordering) while
+        anything is behind or held, and the wall clock once every input is idle.
         """
         if not self.readiness()[0] or self.counted_generation != self.generation:
             return
         wall = datetime.now(UTC)
         caught_up = await self._caught_up()
         for partition in sorted(self.engine_partitions()):
-            now = wall if caught_up.get(partition, False) else self.timers.watermarks.get(partition)
+            if self.ordering is not None:  # the event-time clock, or wall once caught up
+                now = self.ordering.timer_clock(partition, wall)
+            else:
+                done = caught_up.get(partition, False)
+                now = wall if done else self.timers.watermarks.get(partition)
             due = self.timers.next_due(partition)
             if now is None or due is None or due > now:
                 continue

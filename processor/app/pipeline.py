@@ -27,13 +27,14 @@ from typing import Protocol
 from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
+from processor.app.ordering import PartitionOrder, Pending, RouterClock
 from processor.app.timers import TimerIndex, clamp_tick
 from processor.contracts.bundle import (
-    Origin,
+    InputPosition,
     Tick,
-    decode_message,
+    decode_envelope,
     encode_bundle,
-    encode_bundles,
+    encode_ordered_bundles,
 )
 from processor.contracts.inputs import Rejection
 from processor.contracts.limits import Limits, decode_record
@@ -62,6 +63,7 @@ from processor.engine import (
     replay,
 )
 from processor.engine.core import fire_due
+from processor.engine.ordering import Arrival
 from processor.engine.triggers import TriggerFired
 
 log = logging.getLogger(__name__)
@@ -114,9 +116,11 @@ class Router:
         send_bundle: Send,
         send_dead_letter: Send,
         metrics: Metrics,
+        clock: RouterClock,
         limits: Limits | None = None,
     ) -> None:
         self.model = model
+        self.clock = clock
         self.sources = sources
         self.partitions = partitions
         self.send_bundle = send_bundle
@@ -125,21 +129,27 @@ class Router:
         self.limits = limits if limits is not None else Limits()
 
     async def route(self, records: Iterable[InputRecord]) -> None:
-        """Route one batch: dead letters as they are found, then one bundle per partition.
+        """Route one batch: dead letters as they are found, then bundles per partition.
 
-        A send that fails raises: the caller stops the worker (fail-stop), so
-        nothing of this batch is committed and all of it is read again.
+        Each bundle carries its events' input positions, and the last one of a
+        partition the batch's watermark marks; bundles are split by bytes. A send
+        that fails raises: the caller stops the worker (fail-stop), so nothing of
+        this batch is committed and all of it is read again.
         """
-        bundles: dict[int, list[tuple[Event, Origin]]] = defaultdict(list)
+        bundles: dict[int, list[Arrival]] = defaultdict(list)
+        pending = Pending()  # the batch's watermarks: claimed only once its bundles are sent
         for record in records:
             self.metrics.records_consumed.labels(record.topic, str(record.partition)).inc()
+            pending.next_offset[(record.topic, record.partition)] = record.offset + 1
             event = await self._decode(record)
             if event is not None:
-                target = partition_for(event.customer_id, self.partitions)
-                bundles[target].append((event, (record.partition, record.offset)))
-        for partition, routed in sorted(bundles.items()):
-            for bundle in encode_bundles(routed, self.limits.max_bundle_bytes):
-                await self.send_bundle(Record(None, bundle, []), partition)
+                arrival = self.clock.arrival(event, record.partition, record.offset, pending)
+                bundles[partition_for(event.customer_id, self.partitions)].append(arrival)
+        marks = self.clock.marks(pending)
+        for partition, arrivals in sorted(bundles.items()):
+            for value in encode_ordered_bundles(arrivals, marks, self.limits.max_bundle_bytes):
+                await self.send_bundle(Record(None, value, []), partition)
+        self.clock.commit(pending)
 
     async def _decode(self, record: InputRecord) -> Event | None:
         source = self.sources[record.topic]
@@ -191,10 +201,12 @@ class Engine:
         ce_source: str,
         metrics: Metrics,
         timers: TimerIndex,
+        ordering: PartitionOrder,
         on_state_written: StateWritten | None = None,
         on_tick_applied: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
+        self.ordering = ordering
         self.timers = timers
         self.on_tick_applied = on_tick_applied
         self.send_trigger = send_trigger
@@ -210,15 +222,16 @@ class Engine:
         """Apply one bundle; ``position`` is where it was read, for dead letters."""
         started = time.perf_counter()
         try:
-            message = decode_message(raw)
+            envelope = decode_envelope(raw)
         except Exception as exc:  # not a bundle we wrote: no input record is behind it
             await self._dead_letter(position, raw, exc)
             return
-        if message.tick is not None:
-            await self._apply_tick(message.tick, position)
+        if envelope.tick is not None:
+            await self._apply_tick(envelope.tick, position)
             return
-        by_customer: dict[str, list[tuple[Event, Origin | None]]] = defaultdict(list)
-        for event, origin in zip(message.events, message.origins, strict=True):
+        released = await self.ordering.release(envelope, position.partition, position.offset)
+        by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)
+        for event, origin in released:
             by_customer[event.customer_id].append((event, origin))
         for customer_id, customer_events in by_customer.items():
             # A store or send failure raises out of here: the agent stops the worker
@@ -229,7 +242,7 @@ class Engine:
     async def _apply_customer(
         self,
         customer_id: str,
-        events: Sequence[tuple[Event, Origin | None]],
+        events: Sequence[tuple[Event, InputPosition | None]],
         position: InputRecord,
     ) -> None:
         key = customer_id.encode()
@@ -251,7 +264,6 @@ class Engine:
                 continue
             metrics.processing_seconds.observe(time.perf_counter() - started)
             metrics.event_time_lag.observe(time.time() - event.occurred_at.timestamp())
-            self.timers.observe(position.partition, event.occurred_at)
             state = step.state
             replayed = replayed or step.outcome == "duplicate"
             metrics.events.labels(
@@ -269,7 +281,7 @@ class Engine:
             # committed offsets imply.
             await self._write(key, position.partition, before, state)
 
-    def _count(self, event: Event, origin: Origin | None, outcome: str) -> None:
+    def _count(self, event: Event, origin: InputPosition | None, outcome: str) -> None:
         if origin is not None:
             self.metrics.outcome(event.topic, origin[0], outcome)
 

@@ -8,11 +8,14 @@ entries that are due, so its cost grows with the timers that fire, not with the
 customers that hold timers. Entries are never updated in place: a customer whose
 timer moved gets a new entry, and a stale one pops to find nothing due.
 
-Time. Deadlines are event time. While a partition has input waiting, its clock
-is the highest ``occurred_at`` the engine has applied there (its watermark), so
-a replayed backlog decides by the events themselves: an order ten minutes after
-a checkout, further down the backlog, cancels the timer before the clock passes
-its deadline. Once the partition has caught up, its clock is the wall clock.
+Time. Deadlines are event time. The clock a tick carries is the partition's
+event-time clock (the minimum watermark over every input partition, see
+processor.app.ordering) while anything is behind or held, so a replayed backlog
+decides by the events themselves: an order ten minutes after a checkout,
+further down the backlog, cancels the timer before the clock passes its
+deadline, and an event dated far ahead moves no clock. Once every input is idle
+and nothing is held, the clock is the wall clock. (``watermarks`` below is the
+older per-partition "highest occurred_at applied", used only without ordering.)
 """
 
 from __future__ import annotations

@@ -17,18 +17,24 @@ from typing import Any
 import orjson
 
 from processor.engine import Event
+from processor.engine.ordering import Arrival, InputPartition, Mark
 
 BUNDLE_VERSION = 1
+"""Version of ticks and of bundles written before event-time ordering (still read)."""
 
-Origin = tuple[int, int]
+ORDERED_BUNDLE_VERSION = 2
+"""Bundles with input positions and watermark marks (schemas/internal.event-bundle.v2.json)."""
+
+InputPosition = tuple[int, int]
 """Where an event was read: its input partition and offset (its topic is on the event).
 
-Carried so that the engine, on whichever worker owns the customer, can count
-each input record's outcome against the input partition it came from."""
+A v2 bundle carries it, so that the engine, on whichever worker owns the
+customer, breaks event-time ties the same way on every replay and counts each
+input record's outcome against the input partition it came from."""
 
 
-def _event_document(event: Event, origin: Origin | None = None) -> dict[str, Any]:
-    document = {
+def _event_document(event: Event) -> dict[str, Any]:
+    return {
         "event_id": event.event_id,
         "customer_id": event.customer_id,
         "source": event.source,
@@ -37,9 +43,6 @@ def _event_document(event: Event, origin: Origin | None = None) -> dict[str, Any
         "occurred_at": event.occurred_at,
         "properties": event.properties,
     }
-    if origin is not None:
-        document["origin"] = origin
-    return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,57 +61,20 @@ def encode_bundle(events: list[Event]) -> bytes:
     return orjson.dumps({"v": BUNDLE_VERSION, "events": [_event_document(e) for e in events]})
 
 
-def encode_bundles(routed: Iterable[tuple[Event, Origin]], max_bytes: int) -> Iterator[bytes]:
-    """Events and their origins as bundles under ``max_bytes`` each (in order, none empty).
-
-    Each event's document is encoded once and a bundle is those documents
-    joined, so splitting costs nothing extra. The caller keeps every single
-    event far below ``max_bytes`` (see limits.py).
-    """
-    head, tail = b'{"v":%d,"events":[' % BUNDLE_VERSION, b"]}"
-    parts: list[bytes] = []
-    size = len(head) + len(tail)
-    for event, origin in routed:
-        part = orjson.dumps(_event_document(event, origin))
-        if parts and size + len(part) + 1 > max_bytes:
-            yield head + b",".join(parts) + tail
-            parts, size = [], len(head) + len(tail)
-        parts.append(part)
-        size += len(part) + 1
-    if parts:
-        yield head + b",".join(parts) + tail
-
-
 def encode_tick(tick: Tick) -> bytes:
     return orjson.dumps(
         {"v": BUNDLE_VERSION, "events": [], "tick": {"id": tick.id, "now": tick.now}}
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A record of the internal topic: a bundle of events, or a tick."""
-
-    events: list[Event]
-    origins: list[Origin | None]
-    tick: Tick | None = None
-
-
-def decode_message(raw: bytes) -> Message:
-    """The events of a bundle with their origins, and its tick if it is one."""
+def decode_message(raw: bytes) -> tuple[list[Event], Tick | None]:
+    """The events of a v1 bundle, and its tick if it is one."""
     doc = orjson.loads(raw)
     tick = doc.get("tick")
     events = _events(doc)
-    origins: list[Origin | None] = [_origin(e.get("origin")) for e in doc["events"]]
     if tick is None:
-        return Message(events, origins)
-    return Message(events, origins, Tick(tick["id"], datetime.fromisoformat(tick["now"])))
-
-
-def _origin(value: Any) -> Origin | None:
-    if isinstance(value, list) and len(value) == 2:
-        return int(value[0]), int(value[1])
-    return None
+        return events, None
+    return events, Tick(tick["id"], datetime.fromisoformat(tick["now"]))
 
 
 def decode_bundle(raw: bytes) -> list[Event]:
@@ -130,3 +96,85 @@ def _events(doc: dict[str, Any]) -> list[Event]:
         )
         for e in doc["events"]
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded record of the internal topic: arrivals with their marks, or a tick.
+
+    ``ordered`` is False for a v1 bundle (no positions, no marks): its events are
+    applied at once, as they were before event-time ordering.
+    """
+
+    arrivals: list[Arrival]
+    marks: dict[InputPartition, Mark]
+    tick: Tick | None = None
+    ordered: bool = True
+
+
+def encode_ordered_bundle(arrivals: list[Arrival], marks: dict[InputPartition, Mark]) -> bytes:
+    """One v2 bundle (the watermark-only bundles of the mark broadcaster, and tests)."""
+    return b"".join(encode_ordered_bundles(arrivals, marks, max_bytes=2**62))
+
+
+def encode_ordered_bundles(
+    arrivals: Iterable[Arrival], marks: dict[InputPartition, Mark], max_bytes: int
+) -> Iterator[bytes]:
+    """v2 bundles of at most ``max_bytes`` each, in order; the marks ride on the last one.
+
+    Each event's document is encoded once and a bundle is those documents
+    joined, so splitting by bytes costs nothing extra. The marks cover the whole
+    batch, so they go only on its last bundle (a receiver must not advance its
+    clock before it has every event the marks vouch for). The caller keeps each
+    event far below ``max_bytes`` (see limits.py). No arrivals: one bundle of marks.
+    """
+    tail = (
+        b'],"marks":'
+        + orjson.dumps([[t, p, m.watermark, m.idle] for (t, p), m in sorted(marks.items())])
+        + b"}"
+    )
+    head = b'{"v":%d,"events":[' % ORDERED_BUNDLE_VERSION
+    bare = b'],"marks":[]}'
+    parts: list[bytes] = []
+    size = len(head) + len(tail)
+    for a in arrivals:
+        doc = _event_document(a.event) | {"partition": a.partition, "offset": a.offset}
+        if a.skewed:
+            doc["skewed"] = True
+        part = orjson.dumps(doc)
+        if parts and size + len(part) + 1 > max_bytes:
+            yield head + b",".join(parts) + bare
+            parts, size = [], len(head) + len(tail)
+        parts.append(part)
+        size += len(part) + 1
+    yield head + b",".join(parts) + tail
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    """Any record of the internal topic: a v2 bundle, a v1 bundle or a (v1) tick."""
+    doc = orjson.loads(raw)
+    if doc.get("v") != ORDERED_BUNDLE_VERSION:
+        events, tick = decode_message(raw)
+        return Envelope([Arrival(e, 0, n) for n, e in enumerate(events)], {}, tick, False)
+    arrivals = [
+        Arrival(
+            Event(
+                event_id=e["event_id"],
+                customer_id=e["customer_id"],
+                source=e["source"],
+                topic=e["topic"],
+                type=e["type"],
+                occurred_at=datetime.fromisoformat(e["occurred_at"]),
+                properties=e["properties"],
+            ),
+            e["partition"],
+            e["offset"],
+            bool(e.get("skewed", False)),
+        )
+        for e in doc["events"]
+    ]
+    marks = {
+        (topic, partition): Mark(None if at is None else datetime.fromisoformat(at), idle)
+        for topic, partition, at, idle in doc["marks"]
+    }
+    return Envelope(arrivals, marks)

@@ -18,7 +18,7 @@ import orjson
 from processor.engine import StageChange
 from processor.engine.triggers import TriggerFired
 
-STAGE_CHANGED_TYPE = "io.journey-processor.stage_changed.v1"
+STAGE_CHANGED_TYPE = "io.journey-processor.stage_changed.v2"
 """CloudEvents ``type`` of a stage change. A breaking change means a new ``.vN``."""
 
 TRIGGER_TYPE = "io.journey-processor.trigger.v1"
@@ -52,6 +52,7 @@ def stage_change_document(change: StageChange) -> dict[str, Any]:
             "type": change.trigger.type,
         },
         "model": {"name": change.model_name, "version": change.model_version},
+        "late": change.late,
     }
 
 

@@ -36,6 +36,7 @@ def _change_row(change: StageChange) -> list[Any]:
         change.model_name,
         change.model_version,
         change.caused_by,
+        *([True] if change.late else []),
     ]
 
 
@@ -53,6 +54,7 @@ def _change_from_row(customer_id: str, row: list[Any]) -> StageChange:
         mn,
         mv,
         by,
+        *late,
     ) = row
     return StageChange(
         customer_id=customer_id,
@@ -66,6 +68,7 @@ def _change_from_row(customer_id: str, row: list[Any]) -> StageChange:
         model_name=mn,
         model_version=mv,
         caused_by=by,
+        late=bool(late and late[0]),
     )
 
 

@@ -93,6 +93,8 @@ async def _play(
     produced = 0
     started = time.monotonic()
     triggers: dict[str, set[str]] = {}  # rule -> distinct trigger ids (deliveries may repeat)
+    sent_at: dict[str, float] = {}  # event id -> when it was produced (wall clock)
+    latencies: list[float] = []  # produce-to-stage-change seconds, per first delivery
     topic_of = {source: topic for topic, source in settings.source_topics.items()}
 
     async def produce() -> None:
@@ -102,6 +104,7 @@ async def _play(
         try:
             for record in records:
                 await producer.send(topic_of[record.source], record.value, key=record.key)
+                sent_at[_event_id(record.value)] = time.time()
                 produced += 1
                 ahead = produced / rate - (time.monotonic() - started)
                 if ahead > 0.01:
@@ -130,6 +133,9 @@ async def _play(
                     triggers[doc["trigger"]] = triggers.get(doc["trigger"], set()) | {doc["id"]}
                 else:
                     tracker.observe(doc)
+                    produced_at = sent_at.pop(doc["trigger"]["event_id"], None)
+                    if produced_at is not None:
+                        latencies.append(time.time() - produced_at)
         finally:
             await consumer.stop()
 
@@ -164,6 +170,30 @@ async def _play(
     print(render_summary(snapshot, tracker.dead_letters_by_reason))
     fired = ", ".join(f"{name} {len(ids):,}" for name, ids in sorted(triggers.items()))
     print(f"Triggers for marketing automation: {fired or 'none'}")
+    print(f"Event-to-output latency: {latency_summary(latencies)}")
+
+
+def latency_summary(latencies: list[float]) -> str:
+    """Produce-to-stage-change seconds: median, 95th percentile and maximum."""
+    if not latencies:
+        return "no stage changes seen"
+    ordered = sorted(latencies)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return (
+        f"p50 {at(0.5):.2f} s, p95 {at(0.95):.2f} s, max {ordered[-1]:.2f} s over "
+        f"{len(ordered):,} stage changes (allowed lateness plus idleness and batching)"
+    )
+
+
+def _event_id(value: bytes) -> str:
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return ""
+    return str(doc.get("event_id", "")) if isinstance(doc, dict) else ""
 
 
 async def _caught_up(settings: Settings) -> bool:

@@ -61,6 +61,9 @@ class Event(msgspec.Struct, frozen=True):
     type: str
     occurred_at: datetime
     properties: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    late: bool = False
+    """It arrived after the partition's event-time clock had passed it (see ordering.py);
+    the stage changes it causes say so."""
 
 
 class TriggerRef(msgspec.Struct, frozen=True):
@@ -87,6 +90,8 @@ class StageChange(msgspec.Struct, frozen=True):
     caused_by: str
     """The applied event that produced this change; usually the trigger, but a purchase can
     also produce a post-purchase change triggered by an earlier support contact."""
+    late: bool = False
+    """Caused by an event that arrived after the event-time clock had passed it."""
 
     @property
     def id(self) -> str:
@@ -213,7 +218,9 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
             applied_count=0,
             last_support=support,
         )
-        fresh, first = _move(fresh, target, event.occurred_at, trigger, model, cycle=1)
+        fresh, first = _move(
+            fresh, target, event.occurred_at, trigger, model, cycle=1, late=event.late
+        )
         fresh, fired = _triggers(None, fresh, (first,), event, target, model)
         return _remember(fresh, event, (first, *fired))
 
@@ -223,7 +230,7 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
     ):
         moved = replace(moved, last_support=support)
     if changes and changes[-1].to_stage == model.purchase_stage:
-        moved, changes = _after_purchase(moved, model, changes)
+        moved, changes = _after_purchase(moved, model, changes, late=event.late)
     if event.occurred_at > moved.last_event_at:
         moved = replace(moved, last_event_at=event.occurred_at)
     moved, fired = _triggers(state, moved, changes, event, target, model)
@@ -322,7 +329,7 @@ def _transition(
     past_purchase = rank[state.stage] >= model.purchase_rank
     if target == model.purchase_stage:
         cycle = state.cycle + 1 if past_purchase else state.cycle
-        moved, change = _move(state, target, at, trigger, model, cycle=cycle)
+        moved, change = _move(state, target, at, trigger, model, cycle=cycle, late=event.late)
         # An older order arriving late still counts as a repeat purchase, but the later
         # purchase stays the anchor that support contacts and rule 3b compare with.
         latest = at if state.purchase_at is None else max(at, state.purchase_at)
@@ -331,16 +338,18 @@ def _transition(
         anchor = state.purchase_at or state.stage_entered_at
         if not may_start_cycle or at <= anchor + model.new_cycle_after:
             return state, ()
-        moved, change = _move(state, target, at, trigger, model, cycle=state.cycle + 1)
+        moved, change = _move(
+            state, target, at, trigger, model, cycle=state.cycle + 1, late=event.late
+        )
         return replace(moved, purchase_at=None), (change,)
     if rank[target] > rank[state.stage]:
-        moved, change = _move(state, target, at, trigger, model, cycle=state.cycle)
+        moved, change = _move(state, target, at, trigger, model, cycle=state.cycle, late=event.late)
         return moved, (change,)
     return state, ()
 
 
 def _after_purchase(
-    state: CustomerState, model: JourneyModel, changes: tuple[StageChange, ...]
+    state: CustomerState, model: JourneyModel, changes: tuple[StageChange, ...], *, late: bool
 ) -> tuple[CustomerState, tuple[StageChange, ...]]:
     """A purchase that a support contact already postdates goes on to post-purchase.
 
@@ -365,6 +374,7 @@ def _after_purchase(
         model,
         cycle=state.cycle,
         caused_by=changes[-1].caused_by,
+        late=late,
     )
     return moved, (*changes, change)
 
@@ -378,6 +388,7 @@ def _move(
     *,
     cycle: int,
     caused_by: str | None = None,
+    late: bool = False,
 ) -> tuple[CustomerState, StageChange]:
     first = state.sequence == 0
     change = StageChange(
@@ -392,6 +403,7 @@ def _move(
         model_name=model.name,
         model_version=model.version,
         caused_by=trigger.event_id if caused_by is None else caused_by,
+        late=late,
     )
     recent = (*state.recent_changes, change)[-RECENT_CHANGES:]
     moved = replace(

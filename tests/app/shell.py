@@ -2,20 +2,26 @@
 
 The router's bundles go straight to the engine, partition by partition, as the
 internal topic would carry them; every record either sends is kept, so a test
-can look at the bytes that would have reached the broker.
+can look at the bytes that would have reached the broker. Event-time ordering
+is on, as in a worker: :meth:`Shell.drain` says every input partition is caught
+up, which releases whatever is still held.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from processor.app.metrics import Metrics
+from processor.app.ordering import PartitionOrder, RouterClock
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.timers import TimerIndex
+from processor.contracts.bundle import encode_ordered_bundle
 from processor.contracts.limits import Limits
 from processor.contracts.outputs import Record
 from processor.engine import JourneyModel, Source, load_model
+from processor.engine.ordering import InputPartition, Mark, OrderingConfig
 
 SOURCES: dict[str, Source] = {
     "journey.clickstream": "clickstream",
@@ -33,6 +39,9 @@ class DictTable:
 
     def get(self, key: bytes, /) -> bytes | None:
         return self.data.get(key)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return list(self.data.items())
 
     async def put(self, key: bytes, value: bytes, partition: int) -> None:
         self.data[key] = value
@@ -69,16 +78,32 @@ class Shell:
     applied_bundles: int = 0
     offsets: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
-    async def feed(self, records: list[InputRecord]) -> None:
-        """Route a batch, then apply every bundle it produced, in partition order."""
+    async def feed(self, records: list[InputRecord], *, drain: bool = True) -> None:
+        """Route a batch, apply every bundle it produced in partition order, then drain."""
         start = len(self.bundles.records)
         await self.router.route(records)
         for record, partition in self.bundles.records[start:]:
             assert partition is not None
-            position = InputRecord("events", partition, self.offsets[partition], None, None)
-            self.offsets[partition] += 1
-            await self.engine.apply_bundle(record.value, position)
-            self.applied_bundles += 1
+            await self._apply(record.value, partition)
+        if drain:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Every input partition seen is caught up: release everything held, in order."""
+        now = datetime.now(UTC)
+        marks = {tp: Mark(now, True) for tp in self.inputs}
+        for partition in range(self.partitions):
+            await self._apply(encode_ordered_bundle([], marks), partition)
+
+    async def _apply(self, value: bytes, partition: int) -> None:
+        position = InputRecord("events", partition, self.offsets[partition], None, None)
+        self.offsets[partition] += 1
+        await self.engine.apply_bundle(value, position)
+        self.applied_bundles += 1
+
+    @property
+    def inputs(self) -> frozenset[InputPartition]:
+        return frozenset(self.router.clock.seen)
 
     def sent(self) -> list[Record]:
         """Every record sent anywhere, bundles included."""
@@ -86,10 +111,14 @@ class Shell:
         return [record for sink in sinks for record, _ in sink.records]
 
 
-def make_shell(partitions: int = 4, limits: Limits | None = None) -> Shell:
+def make_shell(
+    partitions: int = 4, limits: Limits | None = None, timers: TimerIndex | None = None
+) -> Shell:
     model = load_model()
     metrics = Metrics()
-    states, chunks = DictTable(), DictTable()
+    states, chunks, order = DictTable(), DictTable(), DictTable()
+    config = OrderingConfig(timedelta(seconds=2), 20_000, timedelta(seconds=300))
+    clock = RouterClock(config, idle_timeout=1.0)
     bundles, changes, triggers, dead_letters = Sink(), Sink(), Sink(), Sink()
     router = Router(
         model=model,
@@ -98,6 +127,7 @@ def make_shell(partitions: int = 4, limits: Limits | None = None) -> Shell:
         send_bundle=bundles,
         send_dead_letter=dead_letters,
         metrics=metrics,
+        clock=clock,
         limits=limits,
     )
     engine = Engine(
@@ -109,7 +139,8 @@ def make_shell(partitions: int = 4, limits: Limits | None = None) -> Shell:
         send_dead_letter=dead_letters,
         ce_source="/journey-processor/test",
         metrics=metrics,
-        timers=TimerIndex(),
+        timers=timers if timers is not None else TimerIndex(),
+        ordering=PartitionOrder(order, config, lambda: frozenset(clock.seen), metrics),
     )
     return Shell(
         model,

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from processor.app.pipeline import InputRecord, partition_for
-from processor.contracts.bundle import decode_message
+from processor.contracts.bundle import decode_envelope
 from processor.contracts.limits import Limits
 from processor.contracts.state import decode_state
 from tests.app.shell import consumed, make_shell, outcomes
@@ -79,10 +79,12 @@ async def test_bundles_are_split_by_bytes_and_keep_every_event_in_order() -> Non
     bundles = [r.value for r, _ in shell.bundles.records]
     assert len(bundles) > 1
     assert all(len(b) <= limits.max_message_bytes for b in bundles)
-    routed = [e.event_id for b in bundles for e in decode_message(b).events]
-    assert routed == [f"e{i}" for i in range(30)]
-    origins = [o for b in bundles for o in decode_message(b).origins]
-    assert origins == [(0, i) for i in range(30)]
+    arrivals = [a for b in bundles for a in decode_envelope(b).arrivals]
+    assert [a.event.event_id for a in arrivals] == [f"e{i}" for i in range(30)]
+    assert [(a.partition, a.offset) for a in arrivals] == [(0, i) for i in range(30)]
+    assert [bool(decode_envelope(b).marks) for b in bundles] == [False] * (len(bundles) - 1) + [
+        True
+    ], "the batch's marks ride on its last bundle only"
     assert len(shell.changes.records) == 30
 
 

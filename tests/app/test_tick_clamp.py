@@ -33,59 +33,30 @@ def test_the_skew_is_a_setting() -> None:
     assert clamped.now == WALL + timedelta(seconds=5)
 
 
-class DictStates(dict[bytes, bytes]):
-    async def put(self, key: bytes, value: bytes, partition: int) -> None:
-        self[key] = value
-
-
 async def test_the_engine_fires_nothing_early_for_a_forged_tick() -> None:
     """A checkout a day ahead arms cart_abandoned; a tick from 2099 must not fire it."""
-    from processor.app.metrics import Metrics
-    from processor.app.pipeline import Engine, InputRecord
-    from processor.app.timers import TimerIndex
+    from processor.app.pipeline import InputRecord
     from processor.contracts.bundle import encode_bundle, encode_tick
-    from processor.contracts.outputs import Record
-    from processor.engine import load_model
+    from tests.app.shell import make_shell
     from tests.engine.events import ev
-
-    triggers: list[Record] = []
-
-    async def collect(record: Record, partition: int | None) -> None:
-        triggers.append(record)
-
-    async def ignore(record: Record, partition: int | None) -> None:
-        return None
-
-    def engine(skew: float) -> Engine:
-        return Engine(
-            model=load_model(),
-            states=DictStates(),
-            chunks={},
-            send_change=ignore,
-            send_trigger=collect,
-            send_dead_letter=ignore,
-            ce_source="/test",
-            metrics=Metrics(),
-            timers=TimerIndex(max_clock_skew=skew),
-        )
 
     at = InputRecord("t-events", 0, 0, None, None)
     checkout = ev("checkout_started", datetime.now(UTC) + timedelta(days=1))
     forged = encode_tick(Tick("tick:forged", datetime(2099, 1, 1, tzinfo=UTC)))
-    guarded = engine(300.0)
-    await guarded.apply_bundle(encode_bundle([checkout]), at)
-    await guarded.apply_bundle(forged, at)
 
-    def fired() -> list[str]:
-        return [orjson.loads(r.value)["trigger"] for r in triggers]
+    def fired(records: list[bytes]) -> list[str]:
+        return [orjson.loads(value)["trigger"] for value in records]
 
-    assert fired() == ["sales_assist"]  # entering evaluation; no absence timer fired
-    triggers.clear()
+    guarded = make_shell(timers=TimerIndex(max_clock_skew=300.0))
+    await guarded.engine.apply_bundle(encode_bundle([checkout]), at)
+    await guarded.engine.apply_bundle(forged, at)
+    # entering evaluation; no absence timer fired
+    assert fired([r.value for r, _ in guarded.triggers.records]) == ["sales_assist"]
     # Without the clamp (an unbounded skew) the same tick fires the timer: the test can fail.
-    unguarded = engine(float(10**10))
-    await unguarded.apply_bundle(encode_bundle([checkout]), at)
-    await unguarded.apply_bundle(forged, at)
-    assert "cart_abandoned" in fired()
+    unguarded = make_shell(timers=TimerIndex(max_clock_skew=float(10**10)))
+    await unguarded.engine.apply_bundle(encode_bundle([checkout]), at)
+    await unguarded.engine.apply_bundle(forged, at)
+    assert "cart_abandoned" in fired([r.value for r, _ in unguarded.triggers.records])
 
 
 def test_a_future_event_cannot_drag_the_watermark_along() -> None:

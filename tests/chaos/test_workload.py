@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from processor.contracts.inputs import REJECT_REASONS, Rejection, decode_event
+from processor.contracts.inputs import REJECT_REASONS, Rejection
+from processor.contracts.limits import Limits, decode_record
 from processor.engine import Event, load_model
 from tests.chaos.schedule import plan
 from tests.chaos.workload import WorkloadShape, build
@@ -22,7 +23,7 @@ def test_each_record_decodes_as_its_kind_says() -> None:
     model = load_model()
     reasons: Counter[str] = Counter()
     for p in build(7, SHAPE):
-        decoded = decode_event(p.value, p.source, f"t.{p.source}")
+        decoded = decode_record(p.key, p.value, p.source, f"t.{p.source}", Limits())
         if p.kind == "malformed":
             assert isinstance(decoded, Rejection), p
             assert decoded.reason == p.reason, (p, decoded)

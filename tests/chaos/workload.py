@@ -152,6 +152,8 @@ MALFORMED: dict[str, list[bytes | None]] = {
         b' "occurred_at": "2026-03-01T09:00:00Z"}',
         b'{"event_id": "i3", "customer_id": "c", "type": "page_view",'
         b' "occurred_at": "2026-03-01T09:00:00Z", "properties": [1]}',
+        b'{"event_id": "i4", "customer_id": "' + b"c" * 300 + b'", "type": "page_view",'
+        b' "occurred_at": "2026-03-01T09:00:00Z"}',  # over JOURNEY_MAX_ID_LENGTH: invalid_field
     ],
     "invalid_timestamp": [
         b'{"event_id": "t1", "customer_id": "c", "type": "page_view",'
@@ -160,6 +162,7 @@ MALFORMED: dict[str, list[bytes | None]] = {
         b' "occurred_at": "2026-03-01T09:00:00"}',
         b'{"event_id": "t3", "customer_id": "c", "type": "page_view", "occurred_at": 17}',
     ],
+    "too_large": [b"\x00" * 70_000, b'{"event_id": "big", "pad": "' + b"x" * 70_000 + b'"}'],
 }
 """Examples of every decoder reason (a tombstone, a None value, is ``not_json``)."""
 

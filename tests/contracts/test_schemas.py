@@ -43,16 +43,18 @@ EXPECTED = {
     "input.research.v1.json",
     "input.support.v1.json",
     "stage-change.v1.json",
+    "stage-change.v2.json",
     "dead-letter.v1.json",
     "dead-letter.v2.json",
     "internal.event-bundle.v1.json",
+    "internal.event-bundle.v2.json",
     "trigger.v1.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()
 
 
-STAGE_CHANGE = validator("stage-change.v1.json")
+STAGE_CHANGE = validator("stage-change.v2.json")
 DEAD_LETTER = validator("dead-letter.v2.json")
 DEAD_LETTER_V1 = validator("dead-letter.v1.json")
 BUNDLE = validator("internal.event-bundle.v1.json")
@@ -149,7 +151,7 @@ def check_stage_change_record(change: StageChange) -> dict[str, Any]:
     assert record.key == change.customer_id.encode()
     headers = dict(record.headers)
     assert [name for name, _ in record.headers] == HEADER_NAMES
-    spec = ALL["stage-change.v1.json"]["x-kafka"]["headers"]
+    spec = ALL["stage-change.v2.json"]["x-kafka"]["headers"]
     assert list(spec) == HEADER_NAMES
     for name, rule in spec.items():
         if "const" in rule:
@@ -168,7 +170,7 @@ def check_stage_change_record(change: StageChange) -> dict[str, Any]:
 
 
 def test_the_stage_change_schema_documents_the_kafka_contract() -> None:
-    schema = ALL["stage-change.v1.json"]
+    schema = ALL["stage-change.v2.json"]
     assert schema["additionalProperties"] is False
     assert schema["x-kafka"]["key"] == "customer_id"
     assert schema["x-kafka"]["headers"]["ce_type"]["const"] == STAGE_CHANGED_TYPE
@@ -177,7 +179,7 @@ def test_the_stage_change_schema_documents_the_kafka_contract() -> None:
 
 
 def test_stage_change_examples_are_consistent() -> None:
-    for example in ALL["stage-change.v1.json"]["examples"]:
+    for example in ALL["stage-change.v2.json"]["examples"]:
         assert example["id"] == stage_change_id(example["customer_id"], example["sequence"])
         assert example["model"] == MODEL.label
         assert example["to_stage"] in MODEL.stages
@@ -265,7 +267,7 @@ def test_any_stage_change_validates(
 
 
 def _example_change() -> dict[str, Any]:
-    return dict(ALL["stage-change.v1.json"]["examples"][1])
+    return dict(ALL["stage-change.v2.json"]["examples"][1])
 
 
 @pytest.mark.parametrize(
@@ -293,7 +295,7 @@ def test_the_stage_change_schema_rejects(mutation: dict[str, Any]) -> None:
 
 
 def test_a_first_change_must_come_from_nothing() -> None:
-    first = dict(ALL["stage-change.v1.json"]["examples"][0])
+    first = dict(ALL["stage-change.v2.json"]["examples"][0])
     assert STAGE_CHANGE.is_valid(first)
     assert not STAGE_CHANGE.is_valid(first | {"from_stage": "purchase"})
     assert not STAGE_CHANGE.is_valid(first | {"cycle": 2})

@@ -15,6 +15,7 @@ HISTOGRAMS: frozenset[str] = frozenset(
         "journey_event_time_lag_seconds",
         "journey_bundle_processing_seconds",
         "journey_timer_lateness_seconds",
+        "journey_event_hold_seconds",
     }
 )
 
@@ -33,6 +34,10 @@ EXPOSED: frozenset[str] = frozenset(
         "journey_rebalances_total",
         "journey_triggers_total",  # {trigger}
         "journey_timers_pending",
+        "journey_events_held",  # {partition}: held for event-time ordering
+        "journey_late_events_total",  # {topic}
+        "journey_clock_skew_events_total",
+        "journey_events_released_early_total",
         "journey_assigned_partitions",
         "journey_ready",  # 0/1, as /readyz
         "journey_build_info",  # {version}, always 1

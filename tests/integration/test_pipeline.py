@@ -138,7 +138,7 @@ async def test_stage_changes_and_dead_letters_end_to_end(
             print(worker.log_tail())
             raise
 
-    stage_schema = validator("stage-change.v1.json")
+    stage_schema = validator("stage-change.v2.json")
     grouped = by_customer(changes.records)
     assert set(grouped) == set(expected), "ignored-only customers get no state"
     for customer, records in grouped.items():
@@ -162,7 +162,7 @@ async def test_stage_changes_and_dead_letters_end_to_end(
             headers = r.headers
             assert headers["ce_specversion"] == b"1.0"
             assert headers["ce_id"].decode() == r.doc["id"]
-            assert headers["ce_type"].decode().endswith("stage_changed.v1")
+            assert headers["ce_type"].decode().endswith("stage_changed.v2")
             assert headers["ce_time"].decode() == r.doc["changed_at"]
             assert headers["ce_subject"] == customer.encode()
             assert headers["ce_source"]

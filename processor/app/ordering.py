@@ -1,0 +1,481 @@
+"""The shell of event-time ordering: watermarks at the router, the hold buffer at the engine.
+
+The rules are pure (:mod:`processor.engine.ordering`); this module keeps their
+state, reads the consumer's positions, and persists what is held.
+
+Router side (:class:`RouterClock`). Per input partition this worker reads: the
+newest trustworthy ``occurred_at`` routed, the next offset routed, and when the
+last record came. A partition is *idle* once everything up to its end has been
+routed (or committed) and nothing came for ``idle_timeout``. Marks go out with
+every bundle, and in a watermark bundle to every customer partition whenever
+they changed (at most every ``MARK_INTERVAL``), so a customer partition learns
+the clock even when no event is bound for it.
+
+Engine side (:class:`PartitionOrder`). Per customer partition the ordering state
+(marks, clock, frontier, held events) lives in memory and in the changelog-backed
+``event-order`` table, so held events survive SIGKILL and move with the
+partition in a rebalance:
+
+* ``clock:<p>``: marks, clock and frontier; written at most once per message;
+* ``held:<p>:<offset>``: the events a message left held, written once when it
+  arrives and deleted once all of them are released. Nothing growing is ever
+  rewritten. On recovery, held events at or below the frontier were applied
+  already and are dropped.
+
+The message's offset is only committed after these writes are flushed (Faust's
+at-least-once commit), so a crash either replays the message (its events are
+held again, under the same key) or finds them in the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+from msgspec.structs import replace
+
+from processor.app.metrics import Metrics
+from processor.contracts.bundle import Envelope, InputPosition
+from processor.engine import Event
+from processor.engine.ordering import (
+    Arrival,
+    Held,
+    InputPartition,
+    InputWatermark,
+    Key,
+    Mark,
+    Ordering,
+    OrderingConfig,
+    Released,
+    accept,
+    held_from,
+    is_skewed,
+    restore,
+    timer_clock,
+)
+from processor.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MARK_INTERVAL = 0.25
+"""Seconds between watermark bundles while anything moves: bounds the added latency."""
+
+QUIET_AFTER = 10.0
+"""Seconds without records or idleness changes after which watermark bundles slow down."""
+
+HEARTBEAT = 5.0
+"""Seconds between watermark bundles on a quiet system (idle marks follow the wall clock)."""
+
+Wall = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def ordering_config(settings: Settings) -> OrderingConfig:
+    return OrderingConfig(
+        lateness=timedelta(seconds=settings.allowed_lateness),
+        max_held=settings.max_held_events,
+        max_clock_skew=timedelta(seconds=settings.max_clock_skew),
+    )
+
+
+# --------------------------------------------------------------------------- router side
+
+
+@dataclass
+class Pending:
+    """What one batch would advance; applied with :meth:`RouterClock.commit` after sending."""
+
+    seen: dict[InputPartition, InputWatermark] = field(default_factory=dict)
+    next_offset: dict[InputPartition, int] = field(default_factory=dict)
+
+
+@dataclass
+class RouterClock:
+    """Watermarks of the input partitions this worker's router reads."""
+
+    config: OrderingConfig
+    idle_timeout: float
+    wall: Wall = wall_clock
+    monotonic: Callable[[], float] = time.monotonic
+    seen: dict[InputPartition, InputWatermark] = field(default_factory=dict)
+    next_offset: dict[InputPartition, int] = field(default_factory=dict)
+    last_record: dict[InputPartition, float] = field(default_factory=dict)
+    idle: dict[InputPartition, bool] = field(default_factory=dict)
+    assigned: set[InputPartition] = field(default_factory=set)
+    sent: dict[InputPartition, Mark] = field(default_factory=dict)
+    """The marks of the last watermark bundle."""
+    sent_at: float = 0.0
+    changed_at: float = 0.0
+    """When records last came or an idle flag last changed (monotonic)."""
+
+    def arrival(self, event: Event, partition: int, offset: int, pending: Pending) -> Arrival:
+        """The event as the engine side gets it; its partition's watermark advances (pending)."""
+        where = (event.topic, partition)
+        pending.next_offset[where] = offset + 1
+        if is_skewed(event.occurred_at, self.wall(), self.config.max_clock_skew):
+            return Arrival(event, partition, offset, skewed=True)
+        seen = pending.seen.get(where) or self.seen.get(where) or InputWatermark()
+        pending.seen[where] = seen.advanced(event.occurred_at)
+        return Arrival(event, partition, offset)
+
+    def commit(self, pending: Pending) -> None:
+        """After the batch's bundles were sent: its watermarks may now be claimed."""
+        now = self.monotonic()
+        self.seen.update(pending.seen)
+        self.next_offset.update(pending.next_offset)
+        for where in pending.next_offset:
+            self.last_record[where] = now
+            self.idle[where] = False
+        if pending.next_offset:
+            self.changed_at = now
+
+    def marks(self, pending: Pending | None = None) -> dict[InputPartition, Mark]:
+        """Marks of every assigned input partition (with a batch's pending advance)."""
+        wall = self.wall()
+        marks = {}
+        for where in sorted(self.assigned | set(pending.seen if pending else ())):
+            seen = (pending.seen.get(where) if pending else None) or self.seen.get(where)
+            marks[where] = (seen or InputWatermark()).mark(
+                idle=self.idle.get(where, False), wall=wall, lateness=self.config.lateness
+            )
+        return marks
+
+    def reassigned(self, assigned: Iterable[InputPartition]) -> None:
+        """A rebalance: forget partitions given up; quiet time of new ones starts now."""
+        self.assigned = set(assigned)
+        now = self.monotonic()
+        for mapping in (self.seen, self.next_offset, self.last_record, self.idle, self.sent):
+            for where in set(mapping) - self.assigned:
+                del mapping[where]
+        for where in self.assigned:
+            self.last_record.setdefault(where, now)
+
+    def update_idle(self, ends: dict[InputPartition, tuple[int | None, int | None]]) -> None:
+        """``ends``: per assigned partition, (end offset, committed offset), None if unknown."""
+        now = self.monotonic()
+        for where, (end, committed) in ends.items():
+            done = max(self.next_offset.get(where, 0), committed or 0)
+            caught_up = end is not None and done >= end
+            quiet = now - self.last_record.get(where, now) >= self.idle_timeout
+            if self.idle.get(where) != (caught_up and quiet):
+                self.changed_at = now
+            self.idle[where] = caught_up and quiet
+
+    def due(self) -> dict[InputPartition, Mark] | None:
+        """The marks to broadcast, if they changed since the last broadcast.
+
+        On a quiet system only the idle marks' wall-clock watermarks move; they go out
+        every HEARTBEAT instead of every MARK_INTERVAL, so an idle processor does not
+        write a record per partition four times a second."""
+        marks = self.marks()
+        if marks == self.sent or not marks:
+            return None
+        now = self.monotonic()
+        quiet = now - self.changed_at >= QUIET_AFTER
+        if quiet and now - self.sent_at < HEARTBEAT:
+            return None
+        self.sent = marks
+        self.sent_at = now
+        return marks
+
+
+# --------------------------------------------------------------------------- engine side
+
+
+class OrderTable(Protocol):
+    def get(self, key: bytes, /) -> bytes | None: ...
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+    async def put(self, key: bytes, value: bytes, partition: int) -> None: ...
+    async def delete(self, key: bytes, partition: int) -> None: ...
+
+
+def clock_key(partition: int) -> bytes:
+    return b"clock:%d" % partition
+
+
+def held_key(partition: int, origin: int) -> bytes:
+    return b"held:%d:%d" % (partition, origin)
+
+
+def order_version(raw: bytes) -> int:
+    """Version of a stored value (for the monotonic table): the clock record's write count."""
+    if not raw.startswith(b'{"n"'):
+        return 0
+    n: int = orjson.loads(raw)["n"]
+    return n
+
+
+@dataclass
+class PartitionOrder:
+    """Orders each customer partition's events by event time before the engine applies them."""
+
+    table: OrderTable
+    config: OrderingConfig
+    inputs: Callable[[], frozenset[InputPartition] | None]
+    """Every input partition (from topic metadata); None while not known."""
+    metrics: Metrics
+    wall: Wall = wall_clock
+    states: dict[int, Ordering] = field(default_factory=dict)
+    remaining: dict[int, Counter[int]] = field(default_factory=dict)
+    """Per partition: events still held per stored message (its offset)."""
+    writes: dict[int, int] = field(default_factory=dict)
+
+    async def release(
+        self, envelope: Envelope, partition: int, offset: int
+    ) -> list[tuple[Event, InputPosition | None]]:
+        """The events to apply now, in application order, for one bundle of the internal topic,
+        each with its input position (None for a v1 bundle, which carries none).
+
+        A v1 bundle (from a worker before event-time ordering) is applied at once."""
+        if not envelope.ordered:
+            return [(a.event, None) for a in envelope.arrivals]
+        released = await self.accept(partition, offset, envelope.arrivals, envelope.marks)
+        return [(replace(r.event, late=True) if r.late else r.event, r.position) for r in released]
+
+    async def accept(
+        self,
+        partition: int,
+        offset: int,
+        arrivals: list[Arrival],
+        marks: dict[InputPartition, Mark],
+    ) -> tuple[Released, ...]:
+        before = self.state(partition)
+        inputs = self.inputs()
+        after, released = accept(
+            before,
+            arrivals,
+            marks,
+            inputs=inputs if inputs is not None else (),
+            now=self.wall(),
+            config=self.config,
+            origin=offset,
+        )
+        self.states[partition] = after
+        await self._persist(partition, offset, before, after, released, arrivals)
+        self._count(partition, after, released)
+        return released
+
+    def state(self, partition: int) -> Ordering:
+        state = self.states.get(partition)
+        if state is None:
+            state = self._load(partition)
+            self.states[partition] = state
+        return state
+
+    def clock(self, partition: int) -> datetime | None:
+        return self.state(partition).clock
+
+    def timer_clock(self, partition: int, wall: datetime) -> datetime | None:
+        fresh = timedelta(seconds=HEARTBEAT + 2.0)  # idle marks come at least this often
+        return timer_clock(self.state(partition), wall, self.config.lateness, fresh)
+
+    def forget(self) -> None:
+        """After a rebalance: reload from the table on next use (the partition may have moved)."""
+        self.states.clear()
+        self.remaining.clear()
+
+    async def _persist(
+        self,
+        partition: int,
+        offset: int,
+        before: Ordering,
+        after: Ordering,
+        released: tuple[Released, ...],
+        arrivals: list[Arrival],
+    ) -> None:
+        remaining = self.remaining.setdefault(partition, Counter())
+        fresh = held_from(after, offset, arrivals) if arrivals else []
+        if fresh and remaining[offset] != len(fresh):
+            remaining[offset] = len(fresh)
+            await self.table.put(held_key(partition, offset), _encode_held(fresh), partition)
+        for r in released:
+            if r.origin is None or r.origin not in remaining:
+                continue
+            remaining[r.origin] -= 1
+            if remaining[r.origin] <= 0:
+                del remaining[r.origin]
+                await self.table.delete(held_key(partition, r.origin), partition)
+        if (after.marks, after.clock, after.frontier) != (
+            before.marks,
+            before.clock,
+            before.frontier,
+        ):
+            n = self.writes.get(partition, 0) + 1
+            self.writes[partition] = n
+            await self.table.put(clock_key(partition), _encode_clock(n, after), partition)
+
+    def _load(self, partition: int) -> Ordering:
+        raw = self.table.get(clock_key(partition))
+        state = Ordering()
+        if raw is not None:
+            n, state = _decode_clock(raw)
+            self.writes[partition] = n
+        prefix = b"held:%d:" % partition
+        held: list[Held] = []
+        for key, value in self.table.items():
+            if key.startswith(prefix) and value:
+                held.extend(_decode_held(value, int(key[len(prefix) :])))
+        restored = restore(state, held)
+        self.remaining[partition] = Counter(h.origin for h in restored.held)
+        if restored.held:
+            log.info("partition %d: %d held events restored", partition, len(restored.held))
+        return restored
+
+    def _count(self, partition: int, state: Ordering, released: tuple[Released, ...]) -> None:
+        m = self.metrics
+        for r in released:
+            if r.why == "late":
+                m.late_events.labels(r.event.topic).inc()
+            elif r.why == "skewed":
+                m.clock_skew_events.inc()
+            else:
+                m.hold_seconds.observe(r.held_seconds)
+                if r.why == "overflow":
+                    m.released_early.inc()
+        m.events_held.labels(str(partition)).set(len(state.held))
+
+
+def _encode_held(held: list[Held]) -> bytes:
+    return orjson.dumps(
+        [
+            [
+                h.event.event_id,
+                h.event.customer_id,
+                h.event.source,
+                h.event.topic,
+                h.event.type,
+                h.event.occurred_at,
+                h.event.properties,
+                h.key[2],
+                h.key[3],
+                h.arrived_at,
+            ]
+            for h in held
+        ]
+    )
+
+
+def _decode_held(raw: bytes, origin: int) -> list[Held]:
+    held = []
+    for event_id, customer, source, topic, type_, at, props, part, off, arrived in orjson.loads(
+        raw
+    ):
+        occurred = datetime.fromisoformat(at)
+        event = Event(event_id, customer, source, topic, type_, occurred, props)
+        key: Key = (occurred, topic, part, off)
+        held.append(Held(key, event, datetime.fromisoformat(arrived), origin))
+    return held
+
+
+def _encode_clock(n: int, state: Ordering) -> bytes:
+    return orjson.dumps(
+        {
+            "n": n,
+            "clock": state.clock,
+            "frontier": None if state.frontier is None else list(state.frontier),
+            "marks": [[t, p, m.watermark, m.idle] for (t, p), m in sorted(state.marks.items())],
+        }
+    )
+
+
+def _decode_clock(raw: bytes) -> tuple[int, Ordering]:
+    doc = orjson.loads(raw)
+    frontier = doc["frontier"]
+    key: Key | None = (
+        None
+        if frontier is None
+        else (datetime.fromisoformat(frontier[0]), frontier[1], frontier[2], frontier[3])
+    )
+    marks = {
+        (t, p): Mark(None if w is None else datetime.fromisoformat(w), idle)
+        for t, p, w, idle in doc["marks"]
+    }
+    clock = None if doc["clock"] is None else datetime.fromisoformat(doc["clock"])
+    return doc["n"], Ordering(marks, clock, key, ())
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+Send = Callable[[bytes, int], Awaitable[None]]
+
+
+@dataclass
+class MarkBroadcaster:
+    """Every MARK_INTERVAL: refresh idleness from the consumer, send changed marks everywhere."""
+
+    app: Any
+    settings: Settings
+    clock: RouterClock
+    send: Send
+    encode: Callable[[dict[InputPartition, Mark]], bytes]
+
+    def install(self) -> None:
+        self.app.timer(interval=MARK_INTERVAL)(self.broadcast)
+
+    async def broadcast(self) -> None:
+        consumer = self.app.consumer
+        sources = self.settings.source_topics
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic in sources}
+        if assigned != self.clock.assigned:
+            self.clock.reassigned(assigned)
+        committed = getattr(consumer, "_committed_offset", {})
+        ends: dict[InputPartition, tuple[int | None, int | None]] = {}
+        for tp in consumer.assignment():
+            if tp.topic not in sources:
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # no fetch response yet: not known to be caught up
+                end = None
+            ends[(tp.topic, tp.partition)] = (end, committed.get(tp))
+        self.clock.update_idle(ends)
+        marks = self.clock.due()
+        if marks is None:
+            return
+        value = self.encode(marks)
+        for partition in range(self.settings.partitions):
+            await self.send(value, partition)
+
+
+def input_partitions(
+    app: Any, settings: Settings
+) -> Callable[[], frozenset[InputPartition] | None]:
+    """Every partition of every input topic, from the consumer's cluster metadata.
+
+    Faust's ``topic_partitions`` reads the group leader's snapshot, which is empty on
+    every other member; the cluster metadata of the consumer itself is not.
+    """
+    known: dict[str, int] = {}
+
+    def count(topic: str) -> int:
+        consumer = app.consumer
+        thread = getattr(consumer, "_thread", None)
+        client = thread._ensure_consumer() if thread is not None else None
+        partitions = client.partitions_for_topic(topic) if client is not None else None
+        if partitions:
+            return len(partitions)
+        return int(consumer.topic_partitions(topic) or 0)
+
+    def inputs() -> frozenset[InputPartition] | None:
+        for topic in settings.source_topics:
+            if topic not in known:
+                try:
+                    n = count(topic)
+                except Exception:  # the consumer is not started yet
+                    n = 0
+                if not n:
+                    return None
+                known[topic] = n
+        return frozenset((t, p) for t, n in known.items() for p in range(n))
+
+    return inputs
