@@ -56,6 +56,7 @@ async def watch_group(
     activity: Sequence[str],
     started: Callable[[], Any],
     limit: float,
+    on_sample: Callable[[Sample], None] | None = None,
 ) -> Watch:
     """Poll until the group committed everything, or a child dies, or ``limit`` seconds.
 
@@ -65,6 +66,7 @@ async def watch_group(
     offsets are read before end offsets, so an end read after the inputs were
     seen complete is final. ``started`` returns the start time once observable.
     ``activity`` topics (outputs) are watched for the time of the last write.
+    ``on_sample`` sees every poll (a long run prints its progress with it).
     """
     seen = Watch()
     deadline = time.monotonic() + limit
@@ -103,6 +105,8 @@ async def watch_group(
                 {topic: total({**ends, **outputs}, [topic]) for topic in [*everything, *activity]},
             )
         )
+        if on_sample is not None:
+            on_sample(seen.samples[-1])
         if seen.inputs_done is None and complete(committed, ends, inputs):
             seen.inputs_done = now
         seen.progress = ", ".join(
