@@ -7,9 +7,11 @@ extra (``pip install -e '.[bench]'``).
 
 The pipeline is what a user would write in Quix Streams to run the same engine:
 
-* the three input topics, each decoded with ``processor.contracts.inputs.decode_event``
-  (its own source), concatenated; rejected records are dropped (the processor
-  dead-letters them: a few per thousand, so the cost difference is small);
+* the three input topics, each decoded as the worker's router does
+  (``processor.contracts.limits.decode_record``: the size limits, then
+  ``processor.contracts.inputs.decode_event`` for its own source), concatenated;
+  rejected records are dropped (the processor dead-letters them: a few per
+  thousand, so the cost difference is small);
 * ``group_by`` customer_id through Quix's repartition topic, each event encoded
   with this project's bundle codec (a bundle of one event);
 * a stateful ``apply``: the customer's state from Quix's RocksDB store
@@ -41,7 +43,8 @@ from quixstreams.models.serializers import (
 
 from bench.harness.config import COMMIT_INTERVAL, FIRST_STAMP, LAST_STAMP
 from processor.contracts.bundle import decode_bundle, encode_bundle
-from processor.contracts.inputs import Rejection, decode_event
+from processor.contracts.inputs import Rejection
+from processor.contracts.limits import Limits, decode_record
 from processor.contracts.outputs import encode_stage_change
 from processor.contracts.state import decode_state, encode_chunk, encode_state
 from processor.engine import ChunkSealed, Event, StageChange, apply, load_model
@@ -66,6 +69,7 @@ class EventDeserializer(Deserializer):  # type: ignore[misc]
 def build(settings: Settings, expect: int) -> Application:
     """The Quix app over the settings' input topics; consumer group = ``settings.app_id``."""
     model = load_model(settings.definition)
+    limits = Limits(settings.max_event_bytes, settings.max_id_length)
     app = Application(
         broker_address=settings.broker_url.removeprefix("kafka://"),
         consumer_group=settings.app_id,
@@ -95,11 +99,22 @@ def build(settings: Settings, expect: int) -> Application:
     for topic_name, source in settings.source_topics.items():
         topic = app.topic(topic_name, key_deserializer="bytes", value_deserializer="bytes")
 
-        def decode(raw: bytes | None, source: Any = source, name: str = topic_name) -> Any:
+        def decode(
+            raw: bytes | None,
+            key: bytes | None,
+            timestamp: int,
+            headers: Any,
+            source: Any = source,
+            name: str = topic_name,
+        ) -> Any:
             stamp()
-            return decode_event(raw, source, name)
+            return decode_record(key, raw, source, name, limits)
 
-        branch = app.dataframe(topic).apply(decode).filter(lambda e: not isinstance(e, Rejection))
+        branch = (
+            app.dataframe(topic)
+            .apply(decode, metadata=True)
+            .filter(lambda e: not isinstance(e, Rejection))
+        )
         branches.append(branch)
     sdf = branches[0]
     for branch in branches[1:]:

@@ -46,6 +46,7 @@ from bench.rows.plain_consumer import baseline_aiokafka
 from bench.rows.processor import processor_end_to_end
 from bench.rows.two_workers import TwoWorkers, processor_two_workers
 from processor.broker import EmbeddedBroker, free_port
+from processor.contracts.limits import Limits
 from processor.engine import load_model
 from processor.settings import Settings
 
@@ -132,7 +133,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
 
     model = load_model(base.definition)
     print("1. engine in-process ...", flush=True)
-    engine = engine_only(records, topics, model)
+    engine = engine_only(records, topics, model, Limits(base.max_event_bytes, base.max_id_length))
 
     await create_topics(
         broker.bootstrap,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from bench.harness.results import Row
 from processor.contracts.bundle import decode_bundle, encode_bundle
 from processor.contracts.inputs import Rejection, decode_event
+from processor.contracts.limits import Limits, decode_record
 from processor.contracts.outputs import encode_stage_change
 from processor.contracts.state import decode_state, encode_state
 from processor.demo.population import DemoRecord
@@ -40,15 +41,21 @@ class EngineFigures:
 
 
 def engine_only(
-    records: Sequence[DemoRecord], topics: dict[str, str], model: JourneyModel
+    records: Sequence[DemoRecord], topics: dict[str, str], model: JourneyModel, limits: Limits
 ) -> EngineFigures:
     """The pure engine over the population, in three passes that add one cost at a time.
+
+    The apply passes decode as the worker's router does (``decode_record``: the
+    size limits, then ``decode_event``), so that the same records are applied:
+    the population holds a few records over ``max_event_bytes``, which the
+    worker dead-letters as ``too_large``.
 
     State lives in a dict. The third pass stores it encoded and reads it back for
     every event: the CPU floor of a design that writes its table once per event.
     """
     n = len(records)
     inputs = [(r.value, r.source, topics[r.source]) for r in records]
+    keyed = [(r.key, r.value, r.source, topics[r.source]) for r in records]
 
     started = time.perf_counter()
     decoded = [decode_event(value, source, topic) for value, source, topic in inputs]
@@ -60,8 +67,8 @@ def engine_only(
     changes: list[StageChange] = []
     applied = rejected = 0
     started = time.perf_counter()
-    for value, source, topic in inputs:
-        event = decode_event(value, source, topic)
+    for key, value, source, topic in keyed:
+        event = decode_record(key, value, source, topic, limits)
         if isinstance(event, Rejection):
             rejected += 1
             continue
@@ -81,8 +88,8 @@ def engine_only(
     writes = reads = size = 0
     clock = time.perf_counter
     started = clock()
-    for value, source, topic in inputs:
-        event = decode_event(value, source, topic)
+    for key, value, source, topic in keyed:
+        event = decode_record(key, value, source, topic, limits)
         if isinstance(event, Rejection):
             continue
         raw = table.get(event.customer_id)
