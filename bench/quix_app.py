@@ -54,14 +54,17 @@ GROUP_BY = "by-customer"
 """The group_by operation's name: part of the repartition topic's name."""
 
 
-class EventSerializer(Serializer):  # type: ignore[misc]
+class EventSerializer(Serializer):
     """An engine event as a one-event bundle (the processor's internal-topic codec)."""
 
     def __call__(self, value: Event, ctx: SerializationContext) -> bytes:
         return encode_bundle([value])
 
 
-class EventDeserializer(Deserializer):  # type: ignore[misc]
+class EventDeserializer(Deserializer):
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
     def __call__(self, value: bytes, ctx: SerializationContext) -> Event:
         return decode_bundle(value)[0]
 
@@ -79,7 +82,7 @@ def build(settings: Settings, expect: int) -> Application:
         processing_guarantee="at-least-once",
         # Faust's commit interval (Quix's default is 5 s): the same commit uncertainty.
         commit_interval=COMMIT_INTERVAL,
-        loglevel=settings.log_level.upper(),
+        loglevel=settings.log_level.upper(),  # type: ignore[arg-type]
         consumer_extra_config={
             "session.timeout.ms": int(settings.session_timeout * 1000),
             "heartbeat.interval.ms": int(settings.session_timeout * 200),
@@ -130,7 +133,7 @@ def build(settings: Settings, expect: int) -> Application:
 
     source_name = f"/journey-processor/{settings.app_id}"
 
-    def step(event: Event, state: State) -> list[bytes]:
+    def step(event: Event, state: State[str, str]) -> list[bytes]:
         raw = state.get("s")
         before = None if raw is None else decode_state(raw.encode())
         result = apply(before, event, model)
