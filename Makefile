@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CODE   := processor tests $(wildcard bench)
 
-.PHONY: help demo test lint unit integration chaos bench bench-timers broker worker docs clean
+.PHONY: help demo test lint unit integration chaos chaos-short bench bench-smoke bench-memory bench-timers broker worker docs clean
 
 help:
 	@echo "make demo         create $(VENV), install, run the live demo (Ctrl-C stops it)"
@@ -13,7 +13,10 @@ help:
 	@echo "make unit         tests without a broker"
 	@echo "make integration  tests against the embedded broker"
 	@echo "make chaos        the long chaos run (SEED=n DURATION=s CUSTOMERS=n ORDER=partition|event-time)"
-	@echo "make bench        the end-to-end benchmark (prints figures)"
+	@echo "make chaos-short  the short chaos run (about 3 minutes; asserts no violations)"
+	@echo "make bench        the end-to-end benchmark (prints figures; installs the bench extra)"
+	@echo "make bench-smoke  the benchmark on 3,000 records, a quick check that it still runs"
+	@echo "make bench-memory one worker holding 1M customers: resident memory, restart-to-ready"
 	@echo "make bench-timers timer tick cost against customers holding timers"
 	@echo "make docs         regenerate the README's configuration table"
 	@echo "make broker       the embedded broker on 127.0.0.1:9092"
@@ -38,10 +41,10 @@ test: lint
 	$(BIN)/pytest -q
 
 unit: $(BIN)/journey
-	$(BIN)/pytest -q -m "not integration"
+	$(BIN)/pytest -q -m "not integration and not chaos"
 
 integration: $(BIN)/journey
-	$(BIN)/pytest -q -m integration
+	$(BIN)/pytest -q -m "integration and not chaos"
 
 SEED      ?= 1
 DURATION  ?= 300
@@ -50,8 +53,22 @@ ORDER     ?= partition
 chaos: $(BIN)/journey
 	$(BIN)/python -m tests.chaos --seed $(SEED) --duration $(DURATION) --customers $(CUSTOMERS) --order $(ORDER)
 
-bench: $(BIN)/journey
-	$(BIN)/python -m bench.run
+chaos-short: $(BIN)/journey
+	$(BIN)/pytest -q -m chaos tests/chaos/test_chaos.py
+
+# The bench extra (quixstreams, for the peer row) only for the benchmark targets.
+$(BIN)/.bench: $(BIN)/journey
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(BIN)/.bench
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(BIN)/.bench
+	$(BIN)/python -m bench.run --events 3000 --quick
+
+bench-memory: $(BIN)/journey
+	$(BIN)/python -m bench.memory $(BENCH_ARGS)
 
 bench-timers: $(BIN)/journey
 	$(BIN)/python -m bench.timers

@@ -25,11 +25,9 @@ from typing import Any
 
 import faust
 
+from bench.harness.config import FIRST_STAMP, LAST_STAMP
 from processor.app.factory import faust_options
 from processor.settings import Settings
-
-FIRST_STAMP = "BENCH first-record"
-LAST_STAMP = "BENCH last-record"
 
 
 def _app_on_inputs(settings: Settings) -> tuple[faust.App, Any]:

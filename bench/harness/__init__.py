@@ -1,0 +1,1 @@
+"""The benchmark's shared harness: broker side, population, processes, watching, CPU, table."""

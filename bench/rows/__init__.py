@@ -1,0 +1,1 @@
+"""The benchmark's rows, one module each (see bench/README.md)."""

@@ -1,0 +1,86 @@
+"""The processor end to end: one real ``python -m processor worker``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.harness.offsets import FinalStates, Offsets, latest_states, total
+from bench.harness.processes import Child, spawn, stop_one, worker_env
+from bench.harness.results import Row
+from bench.harness.watch import row_from_watch, timeline, watch_group, worker_ready
+from processor.settings import Settings
+
+
+@dataclass
+class ProcessorFigures:
+    """Outputs of the end-to-end run, read from the topics' end offsets."""
+
+    stage_changes: int = 0
+    dead_letters: int = 0
+    bundles: int = 0
+    state_changelog: int = 0
+    chunk_changelog: int = 0
+    last_activity: float | None = None
+    final: FinalStates = field(default_factory=FinalStates)
+    """Each customer's last state (and its size) in the customer-state changelog."""
+    inputs_done: float | None = None
+    timeline: list[str] = field(default_factory=list)
+
+
+async def processor_end_to_end(
+    offsets: Offsets,
+    settings: Settings,
+    expect: int,
+    logs: Path,
+    limit: float,
+    name: str = "processor end to end",
+) -> tuple[Row, ProcessorFigures, Child]:
+    """Run a real worker until inputs and the internal topic are committed to their ends."""
+    log = logs / f"{settings.app_id}-worker.log"
+    launched = time.time()
+    child = spawn(
+        "processor worker", [sys.executable, "-m", "processor", "worker"], worker_env(settings), log
+    )
+    events_topic = settings.events_topic
+    state_log = f"{settings.app_id}-customer-state-changelog"
+    chunk_log = f"{settings.app_id}-dedupe-chunks-changelog"
+    outputs = [settings.stage_changes_topic, settings.dead_letter_topic, state_log, chunk_log]
+
+    async def ready() -> float | None:
+        return worker_ready(log)
+
+    try:
+        seen = await watch_group(
+            offsets,
+            [child],
+            settings.app_id,
+            list(settings.source_topics),
+            [events_topic],
+            outputs,
+            ready,
+            limit,
+        )
+        # Counted before the worker stops: on the way out it writes handover markers.
+        ends = await offsets.ends([events_topic, *outputs])
+    finally:
+        stop_one(child)
+    final = await latest_states(offsets.bootstrap, state_log, ends, limit)
+    figures = ProcessorFigures(
+        stage_changes=total(ends, [settings.stage_changes_topic]),
+        dead_letters=total(ends, [settings.dead_letter_topic]),
+        bundles=total(ends, [events_topic]),
+        state_changelog=total(ends, [state_log]),
+        chunk_changelog=total(ends, [chunk_log]),
+        last_activity=(
+            seen.last_activity - seen.start if seen.last_activity and seen.start else None
+        ),
+        final=final,
+        inputs_done=seen.inputs_done - seen.start if seen.inputs_done and seen.start else None,
+        timeline=timeline(seen, list(settings.source_topics), events_topic, state_log),
+    )
+    row = row_from_watch(name, expect, launched, seen)
+    row.exact = figures.last_activity
+    return row, figures, child

@@ -1,0 +1,56 @@
+"""The benchmark runs end to end on a tiny population and prints its table (a smoke test).
+
+Not a timed test: it asserts that every row finished and that the processor's
+correctness check holds, never how fast anything was. The Quix Streams row is
+left out to keep this under a minute (it needs the ``bench`` extra, which CI does
+not install): ``make bench-smoke`` runs the same with it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.rows import quix
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_benchmark_prints_a_full_table_on_3000_records() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--events", "3000", "--quick", "--no-quix-row"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    assert "vs aiokafka" in out and "vs no-op" in out
+    for name in (
+        "engine: decode_event + apply",
+        "A aiokafka consumer + orjson",
+        "B Faust no-op agent",
+        "processor end to end",
+    ):
+        line = next(line for line in out.splitlines() if line.startswith(name))
+        assert "DNF" not in line, line
+        assert re.search(r"\d\.\d{3}x", line), line
+    assert not any(line.startswith(quix.NAME) for line in out.splitlines())
+    check = re.search(
+        r"check: events applied per the changelog's final states ([\d,]+) "
+        r"\(in-process ([\d,]+)\)",
+        out,
+    )
+    assert check is not None, out[-3000:]
+    applied, expected = (int(group.replace(",", "")) for group in check.groups())
+    # Equal in almost every run; the harness may declare completion up to one bundle
+    # early on Tansu (its end offsets can be a batch short), so allow one bundle.
+    assert expected - 60 <= applied <= expected, check.group(0)
+    assert re.search(r"state per customer .*: mean [\d,]+ B, median [\d,]+ B", out)
