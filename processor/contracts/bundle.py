@@ -84,18 +84,20 @@ def decode_bundle(raw: bytes) -> list[Event]:
 def _events(doc: dict[str, Any]) -> list[Event]:
     if doc.get("v") != BUNDLE_VERSION:
         raise ValueError(f"unknown bundle version {doc.get('v')!r}")
-    return [
-        Event(
-            event_id=e["event_id"],
-            customer_id=e["customer_id"],
-            source=e["source"],
-            topic=e["topic"],
-            type=e["type"],
-            occurred_at=datetime.fromisoformat(e["occurred_at"]),
-            properties=e["properties"],
-        )
-        for e in doc["events"]
-    ]
+    return [_event(e) for e in doc["events"]]
+
+
+def _event(e: dict[str, Any]) -> Event:
+    """An event document of either bundle version."""
+    return Event(
+        event_id=e["event_id"],
+        customer_id=e["customer_id"],
+        source=e["source"],
+        topic=e["topic"],
+        type=e["type"],
+        occurred_at=datetime.fromisoformat(e["occurred_at"]),
+        properties=e["properties"],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,20 +159,7 @@ def decode_envelope(raw: bytes) -> Envelope:
         events, tick = decode_message(raw)
         return Envelope([Arrival(e, 0, n) for n, e in enumerate(events)], {}, tick, False)
     arrivals = [
-        Arrival(
-            Event(
-                event_id=e["event_id"],
-                customer_id=e["customer_id"],
-                source=e["source"],
-                topic=e["topic"],
-                type=e["type"],
-                occurred_at=datetime.fromisoformat(e["occurred_at"]),
-                properties=e["properties"],
-            ),
-            e["partition"],
-            e["offset"],
-            bool(e.get("skewed", False)),
-        )
+        Arrival(_event(e), e["partition"], e["offset"], bool(e.get("skewed", False)))
         for e in doc["events"]
     ]
     marks = {
