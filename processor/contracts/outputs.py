@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from processor.engine import StageChange
+from processor.engine import StageChange, TriggerRef
 from processor.engine.triggers import TriggerFired
 
 STAGE_CHANGED_TYPE = "io.journey-processor.stage_changed.v2"
@@ -54,6 +54,30 @@ def stage_change_document(change: StageChange) -> dict[str, Any]:
         "model": {"name": change.model_name, "version": change.model_version},
         "late": change.late,
     }
+
+
+def stage_change_from_document(document: dict[str, Any]) -> StageChange:
+    """The change a stage-change document describes (``caused_by`` is not on the wire)."""
+    previous = document["previous_stage_entered_at"]
+    trigger = document["trigger"]
+    return StageChange(
+        customer_id=document["customer_id"],
+        cycle=document["cycle"],
+        sequence=document["sequence"],
+        from_stage=document["from_stage"],
+        to_stage=document["to_stage"],
+        changed_at=_parse(document["changed_at"]),
+        previous_stage_entered_at=None if previous is None else _parse(previous),
+        trigger=TriggerRef(trigger["event_id"], trigger["topic"], trigger["type"]),
+        model_name=document["model"]["name"],
+        model_version=document["model"]["version"],
+        caused_by=trigger["event_id"],
+        late=document["late"],
+    )
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 import msgspec
@@ -47,8 +47,10 @@ DEDUPE_KEEP_CHUNKS = 32
 RECENT_CHANGES = 8
 """Stage changes kept in the state, for re-emission on replay and for queries."""
 
-STAGE_CHANGE_NAMESPACE = uuid.UUID("5f0b7c1e-3f1a-5d7e-9a53-6a6f75726e79")
-"""Namespace of the deterministic (UUIDv5) stage-change ids. Never change it."""
+STAGE_CHANGE_NAMESPACE = uuid.UUID("8a3e5d2c-6b1f-5e4a-9c7d-737461676532")
+"""Namespace of the stage-change ids of v2 (content ids). Never change it.
+
+v1's ids (customer and sequence) used 5f0b7c1e-3f1a-5d7e-9a53-6a6f75726e79."""
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -95,12 +97,36 @@ class StageChange(msgspec.Struct, frozen=True):
 
     @property
     def id(self) -> str:
-        """Deterministic from customer and sequence, so consumers can dedupe on it."""
-        return stage_change_id(self.customer_id, self.sequence)
+        """Deterministic from everything the change says: see :func:`stage_change_id`."""
+        return stage_change_id(self)
 
 
-def stage_change_id(customer_id: str, sequence: int) -> str:
-    return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, f"{customer_id}\n{sequence}"))
+def stage_change_id(change: StageChange) -> str:
+    """A UUIDv5 of the change's whole content (stage-change.v2).
+
+    The same change, re-emitted after a crash, has the same id, so consumers
+    dedupe on it. A different change never has it, even when a customer's
+    state was lost (a recreated changelog, a wiped volume, an embedded broker
+    that restarted) and the processor starts the customer's sequence again:
+    ``uuid5(customer, sequence)`` (v1) would then name two payloads.
+    """
+    previous = change.previous_stage_entered_at
+    content = (
+        change.customer_id,
+        change.cycle,
+        change.sequence,
+        change.from_stage,
+        change.to_stage,
+        change.changed_at.astimezone(UTC).isoformat(),
+        None if previous is None else previous.astimezone(UTC).isoformat(),
+        change.trigger.event_id,
+        change.trigger.topic,
+        change.trigger.type,
+        change.model_name,
+        change.model_version,
+        change.late,
+    )
+    return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, repr(content)))
 
 
 class SupportContact(msgspec.Struct, frozen=True):

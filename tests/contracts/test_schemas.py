@@ -22,6 +22,7 @@ from processor.contracts.outputs import (
     encode_dead_letter,
     encode_stage_change,
     restore_payload,
+    stage_change_from_document,
 )
 from processor.engine import (
     SOURCES,
@@ -165,7 +166,8 @@ def check_stage_change_record(change: StageChange) -> dict[str, Any]:
     assert headers["ce_time"] == document["changed_at"].encode()
     assert headers["ce_subject"] == change.customer_id.encode()
     assert headers["content-type"] == b"application/json"
-    assert document["id"] == change.id == stage_change_id(change.customer_id, change.sequence)
+    assert document["id"] == change.id == stage_change_id(change)
+    assert stage_change_from_document(document).id == change.id
     return document
 
 
@@ -180,7 +182,7 @@ def test_the_stage_change_schema_documents_the_kafka_contract() -> None:
 
 def test_stage_change_examples_are_consistent() -> None:
     for example in ALL["stage-change.v2.json"]["examples"]:
-        assert example["id"] == stage_change_id(example["customer_id"], example["sequence"])
+        assert example["id"] == stage_change_from_document(example).id
         assert example["model"] == MODEL.label
         assert example["to_stage"] in MODEL.stages
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -7,14 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor.demo.funnel import FunnelSnapshot, FunnelTracker, render, render_summary
-from processor.engine import stage_change_id
 
 STAGES = ("need_recognition", "information_search", "evaluation", "purchase", "post_purchase")
 
 
 def change(customer: str, sequence: int, to_stage: str, cycle: int = 1) -> dict[str, Any]:
     return {
-        "id": stage_change_id(customer, sequence),
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{customer}/{sequence}")),
         "customer_id": customer,
         "cycle": cycle,
         "sequence": sequence,

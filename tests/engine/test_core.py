@@ -107,7 +107,7 @@ def test_first_evidence_creates_state_at_that_stage_in_cycle_1():
         caused_by=event.event_id,
     )
     assert outputs == (expected,)
-    assert outputs[0].id == stage_change_id(CUSTOMER, 1)
+    assert outputs[0].id == stage_change_id(expected)
 
 
 @pytest.mark.parametrize(("source", "event_type"), sorted(MODEL.evidence))
@@ -123,7 +123,7 @@ def test_first_evidence_of_every_known_type_starts_at_its_stage(source, event_ty
     [change] = outputs
     assert (change.from_stage, change.to_stage, change.cycle) == (None, expected, 1)
     assert change.previous_stage_entered_at is None
-    assert change.id == stage_change_id(CUSTOMER, 1)
+    assert uuid.UUID(change.id).version == 5
 
 
 def test_first_evidence_an_order_sets_the_purchase_time():
@@ -146,15 +146,28 @@ def test_first_evidence_a_support_contact_is_evaluation_and_remembered():
     assert changes(outputs)[0].trigger == trigger(contact)
 
 
-def test_stage_change_id_is_a_deterministic_uuid5_of_customer_and_sequence():
-    first = stage_change_id("c-42", 7)
-    assert first == stage_change_id("c-42", 7)
-    assert first == str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, "c-42\n7"))
-    assert uuid.UUID(first).version == 5
-    assert first != stage_change_id("c-42", 8)
-    assert first != stage_change_id("c-43", 7)
-    # The separator keeps ("c-4", 27) and ("c-42", 7) apart.
-    assert stage_change_id("c-4", 27) != stage_change_id("c-42", 7)
+def test_stage_change_id_is_a_deterministic_uuid5_of_the_whole_change():
+    """The same change has the same id; any other content (a lost state's new history) not."""
+    _, outputs, _ = apply(None, ev("page_view", 0, event_id="fixed"), MODEL)
+    [change] = changes(outputs)
+    assert uuid.UUID(change.id).version == 5
+    assert change.id == stage_change_id(msgspec.structs.replace(change))
+    assert change.id == stage_change_id(msgspec.structs.replace(change, caused_by="other"))
+    for field, value in [
+        ("customer_id", "cust-2"),
+        ("cycle", 2),
+        ("sequence", 2),
+        ("to_stage", "evaluation"),
+        ("changed_at", at(1)),
+        ("previous_stage_entered_at", at(-1)),
+        ("trigger", TriggerRef("other", change.trigger.topic, change.trigger.type)),
+        ("model_version", "2"),
+        ("late", True),
+    ]:
+        assert stage_change_id(msgspec.structs.replace(change, **{field: value})) != change.id
+    v1 = uuid.UUID("5f0b7c1e-3f1a-5d7e-9a53-6a6f75726e79")  # customer and sequence only
+    assert change.id != str(uuid.uuid5(v1, f"{CUSTOMER}\n1"))
+    assert v1 != STAGE_CHANGE_NAMESPACE
 
 
 def test_stage_change_ids_differ_between_customers_with_the_same_history():
@@ -581,7 +594,7 @@ def test_sequences_and_stages_chain_across_cycles():
         assert change.changed_at == event.occurred_at
         assert change.trigger == trigger(event)
         assert change.caused_by == event.event_id
-        assert change.id == stage_change_id(CUSTOMER, change.sequence)
+        assert change.id == stage_change_id(change)
     assert got[0].previous_stage_entered_at is None
     for previous, change in itertools.pairwise(got):
         assert change.previous_stage_entered_at == previous.changed_at
@@ -601,7 +614,7 @@ def test_duplicate_changes_nothing_and_re_emits_its_stage_change():
     assert step.outcome == "duplicate"
     assert step.state is state
     assert step.outputs == steps[0].outputs
-    assert [c.id for c in changes(step.outputs)] == [stage_change_id(CUSTOMER, 1)]
+    assert [c.id for c in changes(step.outputs)] == [c.id for c in changes(steps[0].outputs)]
 
 
 def test_duplicate_of_the_latest_event_re_emits_identically():

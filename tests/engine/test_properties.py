@@ -194,7 +194,7 @@ def check_invariants(shell: Shell) -> None:
 
     assert [c.sequence for c in first_time] == list(range(1, len(first_time) + 1))
     for change in first_time:
-        assert change.id == stage_change_id(CUSTOMER, change.sequence)
+        assert change.id == stage_change_id(change)
         assert change.customer_id == CUSTOMER
         assert change.model_name == MODEL.name
         assert change.model_version == MODEL.version
