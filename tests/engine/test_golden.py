@@ -1,0 +1,64 @@
+"""The engine's outputs and states on the demo population, pinned by digest.
+
+Speed work on the decoder and the engine must not change a single output byte
+or state: a re-emission after an upgrade has to be byte-identical to what the
+old release sent. The digests below were taken on the engine before the fast
+paths were added (commit 3658d4d); any change to them is a behaviour change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import msgspec
+
+from processor.contracts.inputs import Rejection
+from processor.contracts.limits import Limits, decode_record
+from processor.contracts.outputs import encode_stage_change, encode_trigger
+from processor.demo.population import generate
+from processor.engine import ChunkSealed, CustomerState, StageChange, apply, load_model
+from processor.engine.triggers import TriggerFired
+
+TOPICS = {"clickstream": "t.clickstream", "research": "t.research", "support": "t.support"}
+
+
+def _run(customers: int, seed: int) -> tuple[str, str, int]:
+    model = load_model()
+    limits = Limits()
+    records = generate(customers, seed, datetime(2025, 3, 1, tzinfo=UTC), customers // 20)
+    states: dict[str, CustomerState] = {}
+    outputs = hashlib.sha256()
+    count = 0
+    for record in records:
+        event = decode_record(
+            record.key, record.value, record.source, TOPICS[record.source], limits
+        )
+        if isinstance(event, Rejection):
+            outputs.update(f"reject {event.reason} {event.detail}\n".encode())
+            continue
+        step = apply(states.get(event.customer_id), event, model)
+        outputs.update(f"{step.outcome}\n".encode())
+        if step.state is not None:
+            states[event.customer_id] = step.state
+        for output in step.outputs:
+            count += 1
+            if isinstance(output, StageChange):
+                sent = encode_stage_change(output, "/golden")
+                outputs.update(sent.value + repr(sent.headers).encode())
+            elif isinstance(output, TriggerFired):
+                sent = encode_trigger(output, "/golden")
+                outputs.update(sent.value + repr(sent.headers).encode())
+            elif isinstance(output, ChunkSealed):
+                outputs.update(msgspec.json.encode(output))
+    final = hashlib.sha256()
+    for customer in sorted(states):
+        final.update(msgspec.json.encode(states[customer]))
+    return outputs.hexdigest()[:24], final.hexdigest()[:24], count
+
+
+def test_outputs_and_states_match_the_pinned_digests() -> None:
+    assert _run(400, 11) == GOLDEN
+
+
+GOLDEN = ("342509e8b6379c1acd1fb31f", "f5b5a39748e4b02bbc003450", 1758)
