@@ -1,0 +1,154 @@
+"""The typed fast decoder agrees with the exact one on every input.
+
+``decode_event`` tries a msgspec decoder first and falls back to
+``decode_exact`` (the contract's definition). These properties check that the
+two give equal results, events and rejections alike, on valid documents, on
+documents one mutation away from valid, on the corners where msgspec and
+orjson read JSON differently (big ints, huge floats, escapes, duplicate keys),
+and on timestamps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import json
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processor.contracts.inputs import (
+    _parse_timestamp_exact,
+    decode_event,
+    decode_exact,
+    parse_timestamp,
+)
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+digits = st.integers(min_value=0, max_value=99).map(lambda n: f"{n:02d}")
+timestamps = st.one_of(
+    st.builds(
+        lambda y, mo, d, h, mi, s, t, frac, off: f"{y:04d}-{mo}-{d}{t}{h}:{mi}:{s}{frac}{off}",
+        st.integers(min_value=0, max_value=9999),
+        st.sampled_from(["01", "02", "12", "13", "00"]),
+        st.sampled_from(["01", "28", "29", "30", "31", "32"]),
+        digits,
+        digits,
+        digits,
+        st.sampled_from(["T", "t", " "]),
+        st.sampled_from(["", ".1", ".123", ".123456", ".1234567", ".123456789", "."]),
+        st.sampled_from(["Z", "z", "+00:00", "-05:00", "+23:59", "+24:00", "-00:60", "", "+0100"]),
+    ),
+    st.text(max_size=30),
+)
+
+
+def documents() -> st.SearchStrategy[dict[str, Any]]:
+    base = st.fixed_dictionaries(
+        {
+            "event_id": st.sampled_from(["e-1", ""]) | st.text(max_size=6) | values,
+            "customer_id": st.sampled_from(["c-1", ""]) | values,
+            "type": st.sampled_from(["page_view", "order_completed", ""]) | values,
+            "occurred_at": timestamps | values,
+        },
+        optional={
+            "properties": st.dictionaries(st.text(max_size=5), scalars, max_size=4) | values,
+            "extra": values,
+        },
+    )
+    return base.flatmap(
+        lambda doc: st.sets(st.sampled_from(sorted(doc)), max_size=2).map(
+            lambda drop: {k: v for k, v in doc.items() if k not in drop}
+        )
+    )
+
+
+def _same(raw: bytes) -> None:
+    for source, topic in (("clickstream", "t.c"), ("support", "t.s")):
+        fast = decode_event(raw, source, topic)  # type: ignore[arg-type]
+        exact = decode_exact(raw, source, topic)  # type: ignore[arg-type]
+        assert fast == exact, raw
+        assert type(fast) is type(exact)
+
+
+@settings(max_examples=400)
+@given(doc=documents())
+def test_both_decoders_agree_on_documents(doc: dict[str, Any]) -> None:
+    _same(json.dumps(doc).encode())
+
+
+@settings(max_examples=300)
+@given(doc=documents(), cut=st.integers(min_value=0, max_value=400), junk=st.binary(max_size=3))
+def test_both_decoders_agree_on_mangled_bytes(doc: dict[str, Any], cut: int, junk: bytes) -> None:
+    raw = json.dumps(doc).encode()
+    _same(raw[:cut] + junk + raw[cut:])
+    _same(raw[:cut])
+
+
+CORNERS = [
+    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+    b'"properties":{"n":' + n + b"}}"
+    for n in (
+        b"123456789012345678901234567890",
+        b"18446744073709551615",
+        b"18446744073709551616",
+        b"-9223372036854775808",
+        b"-9223372036854775809",
+        b"1e400",
+        b"-1e400",
+        b"1e-400",
+        b"1.7976931348623157e308",
+        b"0.1000000000000000055511151231257827",
+        b"-0",
+        b"-0.0",
+        b'"\\ud800"',
+        b'"\\udc00"',
+        b'"\\ud83d\\ude00"',
+        b'"\\u0000"',
+        b'"a\\nb"',
+        b"NaN",
+        b"Infinity",
+        b"[1]",
+        b"{}",
+        b"true",
+    )
+] + [
+    b'{"event_id":"e","event_id":"f","customer_id":"c","type":"t",'
+    b'"occurred_at":"2025-03-01T00:00:00Z"}',
+    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+    b'"properties":{"a":1},"properties":{"b":2}}',
+    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+    b'"properties":null}',
+    b'\xef\xbb\xbf{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}',
+    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"} ',
+    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}x',
+    b'{"event_id":"\xff","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}',
+    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-02-30T00:00:00Z"}',
+    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"0001-01-01T00:00:00+01:00"}',
+    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"9999-12-31T23:00:00-01:00"}',
+]
+
+
+def test_both_decoders_agree_on_the_corners_where_msgspec_and_orjson_differ() -> None:
+    for raw in CORNERS:
+        _same(raw)
+
+
+@settings(max_examples=1000)
+@given(text=timestamps)
+def test_the_common_timestamp_path_agrees_with_the_exact_parser(text: str) -> None:
+    assert parse_timestamp(text) == _parse_timestamp_exact(text)
+    fast = parse_timestamp(text)
+    exact = _parse_timestamp_exact(text)
+    if fast is not None and exact is not None:
+        assert fast.utcoffset() == exact.utcoffset()
