@@ -54,9 +54,9 @@ class Limits:
     def check_event(self, event: Event) -> Rejection | None:
         """An ``invalid_field`` rejection if an id or the type is longer than allowed."""
         short = self.max_id_length // 4  # a code point is at most 4 UTF-8 bytes
-        if len(event.event_id) <= short and len(event.customer_id) <= short:
-            if len(event.type) <= short:
-                return None
+        lengths = (len(event.event_id), len(event.customer_id), len(event.type))
+        if max(lengths) <= short:
+            return None
         for name in ("event_id", "customer_id", "type"):
             length = len(getattr(event, name).encode("utf-8", "surrogatepass"))
             if length > self.max_id_length:

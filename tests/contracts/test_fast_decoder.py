@@ -10,9 +10,9 @@ and on timestamps.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
