@@ -11,11 +11,23 @@ state does everything again; one that finds none only confirms).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
-from processor.app.pipeline import StateTable, StateWritten
 from processor.contracts.state import chunk_key, decode_state, encode_state
 from processor.engine import CustomerState
 from processor.engine.erasure import Forget
+
+
+class StateTable(Protocol):
+    """A table read like a mapping and written with its changelog partition (see tables.py)."""
+
+    def get(self, key: bytes, /) -> bytes | None: ...
+    async def put(self, key: bytes, value: bytes, partition: int) -> None: ...
+    async def delete(self, key: bytes, partition: int) -> None: ...
+
+
+StateWritten = Callable[[int, "CustomerState | None", "CustomerState"], None]
+"""Told (partition, before, after) on every state write: keeps the local funnel current."""
 
 StateDeleted = Callable[[int, CustomerState], None]
 """Told (partition, the state deleted): the funnel and the timer index drop the customer."""
