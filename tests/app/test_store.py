@@ -46,3 +46,18 @@ async def test_forget_leaves_no_key_of_the_customer_and_replays_cleanly() -> Non
     again = forget(store.get("alice"), request)  # a replayed request
     await store.delete(3, "alice", again, None)
     assert again.confirmation == first.confirmation and deleted == [(3, "alice")]
+
+
+def test_an_erased_customer_leaves_the_funnel_and_the_timer_counts() -> None:
+    from processor.app.funnel import StageCounts
+    from processor.app.timers import TimerIndex
+
+    event = Event("e1", "alice", "clickstream", "c", "page_view", T0)
+    state = apply(None, event, MODEL).state
+    assert state is not None
+    counts, timers = StageCounts(), TimerIndex()
+    counts.move(2, None, state)
+    timers.on_state_written(2, None, state)
+    counts.remove(2, state)
+    timers.on_state_deleted(2, state)
+    assert counts.totals() == {} and timers.pending_total() == 0
