@@ -33,6 +33,10 @@ class StageCounts:
             counts[(before.stage, before.cycle)] -= 1
         counts[(after.stage, after.cycle)] += 1
 
+    def remove(self, partition: int, before: CustomerState) -> None:
+        """A customer was erased: it no longer counts anywhere."""
+        self.by_partition.setdefault(partition, Counter())[(before.stage, before.cycle)] -= 1
+
     def replace_partition(self, partition: int, places: Iterable[Place]) -> None:
         self.by_partition[partition] = Counter(places)
 

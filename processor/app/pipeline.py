@@ -22,12 +22,12 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
 from processor.app.ordering import PartitionOrder, Pending, RouterClock
+from processor.app.store import CustomerStore, StateTable, StateWritten
 from processor.app.timers import TimerIndex, clamp_tick
 from processor.contracts.bundle import (
     InputPosition,
@@ -47,9 +47,7 @@ from processor.contracts.outputs import (
 from processor.contracts.state import (
     chunk_key,
     decode_chunk,
-    decode_state,
     encode_chunk,
-    encode_state,
 )
 from processor.engine import (
     ChunkSealed,
@@ -70,17 +68,6 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[Record, int | None], Awaitable[None]]
 """Sends a record, to a given partition or (None) by key."""
-
-StateWritten = Callable[[int, "CustomerState | None", "CustomerState"], None]
-"""Told (partition, before, after) on every state write: keeps the local funnel current."""
-
-
-class StateTable(Protocol):
-    """A table read like a mapping and written with its changelog partition (see tables.py)."""
-
-    def get(self, key: bytes, /) -> bytes | None: ...
-    async def put(self, key: bytes, value: bytes, partition: int) -> None: ...
-    async def delete(self, key: bytes, partition: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +204,14 @@ class Engine:
         self.send_dead_letter = send_dead_letter
         self.ce_source = ce_source
         self.metrics = metrics
+        self.store = CustomerStore(states, chunks, on_state_written=self._state_written)
+
+    def _state_written(
+        self, partition: int, before: CustomerState | None, after: CustomerState
+    ) -> None:
+        self.timers.on_state_written(partition, before, after)
+        if self.on_state_written is not None:
+            self.on_state_written(partition, before, after)
 
     async def apply_bundle(self, raw: bytes, position: InputRecord) -> None:
         """Apply one bundle; ``position`` is where it was read, for dead letters."""
@@ -245,10 +240,8 @@ class Engine:
         events: Sequence[tuple[Event, InputPosition | None]],
         position: InputRecord,
     ) -> None:
-        key = customer_id.encode()
         metrics = self.metrics
-        raw = self.states.get(key)
-        state = before = decode_state(raw) if raw is not None else None
+        state = before = self.store.get(customer_id)
         archive = _Archive(self.chunks, customer_id, position.partition)
         replayed = False
         for event, origin in events:
@@ -279,7 +272,7 @@ class Engine:
             # in the changelog (a crash between the two): write it again, so that the
             # next owner of the partition cannot recover an older state than the
             # committed offsets imply.
-            await self._write(key, position.partition, before, state)
+            await self.store.put(position.partition, before, state)
 
     def _count(self, event: Event, origin: InputPosition | None, outcome: str) -> None:
         if origin is not None:
@@ -293,11 +286,9 @@ class Engine:
         customers.update(dict.fromkeys(self.timers.fired_by(partition, tick.id)))
         fired: set[str] = set()
         for customer_id in customers:
-            key = customer_id.encode()
-            raw = self.states.get(key)
-            if raw is None:
+            state = self.store.get(customer_id)
+            if state is None:
                 continue
-            state = decode_state(raw)
             step = fire_due(state, tick.now, tick.id, self.model)
             if step.outputs:
                 fired.add(customer_id)
@@ -307,19 +298,11 @@ class Engine:
                     self.metrics.timer_lateness.observe(max(0.0, lateness))
             await self._send_outputs(step)
             if step.state is not None and step.state is not state:
-                await self._write(key, partition, state, step.state)
+                await self.store.put(partition, state, step.state)
         if fired:
             self.timers.record_tick(partition, tick.id, fired)
         if self.on_tick_applied is not None:
             self.on_tick_applied(partition)
-
-    async def _write(
-        self, key: bytes, partition: int, before: CustomerState | None, after: CustomerState
-    ) -> None:
-        await self.states.put(key, encode_state(after), partition)
-        self.timers.on_state_written(partition, before, after)
-        if self.on_state_written is not None:
-            self.on_state_written(partition, before, after)
 
     async def _send_outputs(self, step: Step) -> None:
         again = step.outcome == "duplicate"

@@ -73,6 +73,14 @@ class TimerIndex:
         if deadline is not None and (before is None or before.triggers.next_deadline != deadline):
             heapq.heappush(self.heaps.setdefault(partition, []), (deadline, after.customer_id))
 
+    def on_state_deleted(self, partition: int, before: CustomerState) -> None:
+        """A customer was erased: its timers no longer count; its heap entry pops to nothing."""
+        self.pending.setdefault(partition, Counter()).subtract(
+            t.rule for t in before.triggers.timers
+        )
+        for customers in self.fired_by_tick.get(partition, OrderedDict()).values():
+            customers.discard(before.customer_id)
+
     def observe(self, partition: int, occurred_at: datetime) -> None:
         """Advance the partition's event-time watermark, never past wall clock plus the skew.
 

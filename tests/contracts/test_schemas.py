@@ -50,6 +50,7 @@ EXPECTED = {
     "internal.event-bundle.v1.json",
     "internal.event-bundle.v2.json",
     "trigger.v1.json",
+    "customer-erased.v1.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()

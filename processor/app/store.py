@@ -1,0 +1,70 @@
+"""A customer's stored data as one thing: state, sealed dedupe chunks, timer index, funnel.
+
+Sits above the tables (the :class:`~processor.app.pipeline.StateTable` protocol, so
+Faust tables and the dict tables of tests both fit) and below the engine. Erasure
+needs this: deleting a customer touches every table it has keys in, the timer
+index and the funnel counts, in an order that a crash at any point leaves
+repeatable (chunks first, the state last: a replayed forget that still finds the
+state does everything again; one that finds none only confirms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from processor.contracts.state import chunk_key, decode_state, encode_state
+from processor.engine import CustomerState
+from processor.engine.erasure import Forget
+
+
+class StateTable(Protocol):
+    """A table read like a mapping and written with its changelog partition (see tables.py)."""
+
+    def get(self, key: bytes, /) -> bytes | None: ...
+    async def put(self, key: bytes, value: bytes, partition: int) -> None: ...
+    async def delete(self, key: bytes, partition: int) -> None: ...
+
+
+StateWritten = Callable[[int, "CustomerState | None", "CustomerState"], None]
+"""Told (partition, before, after) on every state write: keeps the local funnel current."""
+
+StateDeleted = Callable[[int, CustomerState], None]
+"""Told (partition, the state deleted): the funnel and the timer index drop the customer."""
+
+
+class CustomerStore:
+    """Get, put and delete one customer's data; every write names its changelog partition."""
+
+    def __init__(
+        self,
+        states: StateTable,
+        chunks: StateTable,
+        *,
+        on_state_written: StateWritten | None = None,
+        on_state_deleted: StateDeleted | None = None,
+    ) -> None:
+        self.states = states
+        self.chunks = chunks
+        self.on_state_written = on_state_written
+        self.on_state_deleted = on_state_deleted
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        raw = self.states.get(customer_id.encode())
+        return None if raw is None else decode_state(raw)
+
+    async def put(self, partition: int, before: CustomerState | None, after: CustomerState) -> None:
+        await self.states.put(after.customer_id.encode(), encode_state(after), partition)
+        if self.on_state_written is not None:
+            self.on_state_written(partition, before, after)
+
+    async def delete(
+        self, partition: int, customer_id: str, decision: Forget, before: CustomerState | None
+    ) -> None:
+        """Tombstone every key the decision names; a failed write raises (fail-stop)."""
+        for index in decision.chunks:
+            await self.chunks.delete(chunk_key(customer_id, index), partition)
+        if before is not None:
+            await self.states.delete(customer_id.encode(), partition)
+            if self.on_state_deleted is not None:
+                self.on_state_deleted(partition, before)
