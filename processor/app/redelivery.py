@@ -56,8 +56,11 @@ def guard_uncommitted_heads(consumer: Any) -> None:
     committed as 57 over the 35 records no one had routed.
 
     For such a partition the head is its log start offset (learnt after every
-    seek to the committed offsets); the same check as Faust's applies against
-    it. A hole there then stalls the partition, and the stall check stops the
+    seek to the committed offsets, where the partition is also sought to it:
+    aiokafka's ``seek_to_committed`` does not move a partition without a
+    commit, so records a Stream skipped as "flow inactive" or "old generation"
+    would otherwise never be fetched again); the same check as Faust's applies
+    against it. A hole there then stalls the partition, and the stall check stops the
     worker, whose successor reads from the log start again: a fail-stop instead
     of a silent loss.
     """
@@ -90,7 +93,12 @@ def guard_uncommitted_heads(consumer: Any) -> None:
         except Exception as exc:  # no start known: those partitions wait (the stall check)
             log.warning("log start offsets unknown, not committing %s yet: %r", unknown, exc)
             return
-        starts.update({tp: int(offset) for tp, offset in earliest.items()})
+        for tp, offset in earliest.items():
+            # aiokafka's seek_to_committed leaves a partition without a commit where
+            # it is: records a Stream skipped there (flow suspended during recovery,
+            # or a stale generation) would never be read again. Start over instead.
+            await consumer.seek(tp, int(offset))
+            starts[tp] = int(offset)
 
     consumer._new_offset = _new_offset
     consumer.perform_seek = _perform_seek

@@ -26,6 +26,7 @@ class _Consumer:
         self._committed_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
         self._gap: defaultdict[TP, Any] = defaultdict(lambda: None)
         self.earliest = earliest
+        self.sought: dict[TP, int] = {}
 
     def _new_offset(self, tp: TP) -> int | None:
         result: int | None = Consumer._new_offset(self, tp)  # type: ignore[arg-type]
@@ -39,6 +40,9 @@ class _Consumer:
 
     def _is_changelog_tp(self, tp: TP) -> bool:
         return False
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought[tp] = offset
 
     async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
         return {tp: self.earliest for tp in tps}
@@ -91,3 +95,15 @@ def test_a_committed_partition_keeps_faust_s_rule() -> None:
     consumer._committed_offset[TP0] = 40
     consumer.ack(*range(40, 45))
     assert consumer._new_offset(TP0) == 45
+
+
+def test_a_partition_without_a_commit_is_read_again_from_its_log_start() -> None:
+    assert _guarded(7).sought == {TP0: 7}
+
+
+def test_a_committed_partition_is_left_where_faust_sought_it() -> None:
+    consumer = _Consumer(0)
+    consumer._committed_offset[TP0] = 40
+    guard_uncommitted_heads(consumer)
+    asyncio.run(consumer.perform_seek())
+    assert consumer.sought == {}
