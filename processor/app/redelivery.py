@@ -67,6 +67,7 @@ def guard_uncommitted_heads(consumer: Any) -> None:
     new_offset = consumer._new_offset
     perform_seek = consumer.perform_seek
     starts: dict[Any, int] = {}
+    warned: set[Any] = set()
 
     def _new_offset(tp: Any) -> int | None:
         committed = consumer._committed_offset[tp]
@@ -74,6 +75,14 @@ def guard_uncommitted_heads(consumer: Any) -> None:
         if not committed and acked:
             start = committed if committed is not None else starts.get(tp)
             if start is None or min(acked) - start > 1:
+                if tp not in warned:
+                    warned.add(tp)
+                    log.warning(
+                        "not committing %s: no commit yet, acked from %d, log starts at %s",
+                        tp,
+                        min(acked),
+                        start,
+                    )
                 return None
         result: int | None = new_offset(tp)
         return result
@@ -81,6 +90,7 @@ def guard_uncommitted_heads(consumer: Any) -> None:
     async def _perform_seek() -> None:
         await perform_seek()
         starts.clear()
+        warned.clear()
         unknown = [
             tp
             for tp in consumer.assignment()
