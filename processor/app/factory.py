@@ -42,7 +42,7 @@ from processor.app.ordering import (
 )
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.preflight import BrokerFacts, consistency_check
-from processor.app.redelivery import deliver_every_record
+from processor.app.redelivery import deliver_every_record, guard_uncommitted_heads
 from processor.app.tables import monotonic_table
 from processor.app.timers import TimerIndex
 from processor.contracts.bundle import encode_ordered_bundle
@@ -287,6 +287,7 @@ def create_app(
 
     guard_commits(app.consumer, deliveries)
     deliver_every_record(app.consumer)
+    guard_uncommitted_heads(app.consumer)
 
     log.info(
         "journey-processor %s: model %s v%s, %d partitions",

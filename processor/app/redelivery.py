@@ -25,8 +25,11 @@ instead of silently).
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class _NeverRead(defaultdict[Any, "int | None"]):
@@ -39,3 +42,73 @@ class _NeverRead(defaultdict[Any, "int | None"]):
 def deliver_every_record(consumer: Any) -> None:
     """Install the map on Faust's consumer; seeks still record into it, nothing reads back."""
     consumer._read_offset = _NeverRead(lambda: None)
+
+
+def guard_uncommitted_heads(consumer: Any) -> None:
+    """Never commit past a hole at the head of a partition that has no commit yet.
+
+    Faust's ``_new_offset`` refuses to commit when the lowest acked offset lies
+    more than one above the committed offset, but it skips that check when the
+    partition has never been committed (``if committed_offset:`` is false for
+    None and for 0). The chaos suite (seed 1) lost clickstream[5]@14..48 that
+    way: the partition's first owner was paused before its first commit, the
+    next owner's acks began at 49, and with nothing committed they were
+    committed as 57 over the 35 records no one had routed.
+
+    For such a partition the head is its log start offset (learnt after every
+    seek to the committed offsets, where the partition is also sought to it:
+    aiokafka's ``seek_to_committed`` does not move a partition without a
+    commit, so records a Stream skipped as "flow inactive" or "old generation"
+    would otherwise never be fetched again); the same check as Faust's applies
+    against it. A hole there then stalls the partition, and the stall check stops the
+    worker, whose successor reads from the log start again: a fail-stop instead
+    of a silent loss.
+    """
+    new_offset = consumer._new_offset
+    perform_seek = consumer.perform_seek
+    starts: dict[Any, int] = {}
+    warned: set[Any] = set()
+
+    def _new_offset(tp: Any) -> int | None:
+        committed = consumer._committed_offset[tp]
+        acked = consumer._acked[tp]
+        if not committed and acked:
+            start = committed if committed is not None else starts.get(tp)
+            if start is None or min(acked) - start > 1:
+                if tp not in warned:
+                    warned.add(tp)
+                    log.warning(
+                        "not committing %s: no commit yet, acked from %d, log starts at %s",
+                        tp,
+                        min(acked),
+                        start,
+                    )
+                return None
+        result: int | None = new_offset(tp)
+        return result
+
+    async def _perform_seek() -> None:
+        await perform_seek()
+        starts.clear()
+        warned.clear()
+        unknown = [
+            tp
+            for tp in consumer.assignment()
+            if not consumer._committed_offset[tp] and not consumer._is_changelog_tp(tp)
+        ]
+        if not unknown:
+            return
+        try:
+            earliest = await consumer.earliest_offsets(*unknown)
+        except Exception as exc:  # no start known: those partitions wait (the stall check)
+            log.warning("log start offsets unknown, not committing %s yet: %r", unknown, exc)
+            return
+        for tp, offset in earliest.items():
+            # aiokafka's seek_to_committed leaves a partition without a commit where
+            # it is: records a Stream skipped there (flow suspended during recovery,
+            # or a stale generation) would never be read again. Start over instead.
+            await consumer.seek(tp, int(offset))
+            starts[tp] = int(offset)
+
+    consumer._new_offset = _new_offset
+    consumer.perform_seek = _perform_seek
