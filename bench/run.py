@@ -280,6 +280,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     )
     if check.differing_in_time:
         print(f"   differing, no late change: {', '.join(check.differing_in_time[:10])}")
+        first = check.differing_in_time[0]
+        print(f"   {first}, processor: {figures.changes.chains.get(first)}")
+        print(f"   {first}, reference: {ordered.chains.get(first)}")
     if unheld is not None and unheld_figures is not None:
         print(
             f"holding off (arrival order): {unheld_figures.stage_changes:,} stage changes, "
@@ -328,8 +331,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
         f"internal topic). Faust commits every {COMMIT_INTERVAL} s or 10,000 acks, so the "
         "true end lies in the commit bracket (between the last commit movement before "
         "completion and the completion). 'exact end' needs no commit: B and C stamp their "
-        "N-th record themselves; for the processor it is the last growth of its internal "
-        f"topic, changelogs and outputs (polled every {POLL} s). The Quix row is timed the "
+        "N-th record themselves; for the processor it is the last growth of its changelogs "
+        f"and outputs (polled every {POLL} s; not of the internal topic, whose watermark "
+        "bundles never stop). The Quix row is timed the "
         "same way from its first decoded record (after join and recovery): committed offsets "
         "on the inputs and its repartition topic, exact end = last growth of its changelog "
         "and output topic."

@@ -12,6 +12,7 @@ from bench.harness.processes import Child, spawn, stop_one, worker_env
 from bench.harness.results import Row
 from bench.harness.watch import row_from_watch, timeline, watch_group, worker_ready
 from bench.rows.event_time import Chains, chains_from_output
+from processor.app.intake import router_group
 from processor.settings import Settings
 
 
@@ -65,6 +66,7 @@ async def processor_end_to_end(
             outputs,
             ready,
             limit,
+            input_group=router_group(settings),
         )
         # Counted before the worker stops: on the way out it writes handover markers.
         ends = await offsets.ends([events_topic, *outputs])
