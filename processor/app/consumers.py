@@ -27,6 +27,11 @@ class InputView(ConsumerView, Protocol):
     @property
     def committed(self) -> Mapping[Any, int]: ...
 
+    @property
+    def joined(self) -> bool:
+        """In its group with an assignment, not rebalancing."""
+        ...
+
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
 
 

@@ -87,6 +87,8 @@ class Intake(Service):
         """The next offset to route, per partition: everything below it was routed."""
         self.floor: dict[TopicPartition, int] = {}
         """Per assigned partition, where this owner starts: records below it are done."""
+        self.joined = False
+        """In the input group with an assignment (possibly empty): not rebalancing."""
         self.lock = asyncio.Lock()
         """Held while a batch is routed or offsets are committed; a rebalance waits for it."""
         self._last_commit = time.monotonic()
@@ -199,6 +201,7 @@ class Intake(Service):
 
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
         """Before partitions go: commit what was routed of them, then forget them."""
+        self.joined = False
         async with self.lock:
             if not self.failstop.failed:
                 try:
@@ -218,9 +221,10 @@ class Intake(Service):
         floor set here, and :meth:`take` drops them.
         """
         consumer = self.consumer
-        if consumer is None or not partitions:
+        if consumer is None:
             return
         async with self.lock:
+            self.joined = True
             missing: list[TopicPartition] = []
             for tp in partitions:
                 offset = await consumer.committed(tp)

@@ -75,6 +75,8 @@ class Operations:
             return False, "waiting for the first partition assignment and table recovery"
         if self.app.rebalancing:
             return False, "rebalancing"
+        if self.consumers is not None and not self.consumers.inputs.joined:
+            return False, "joining the input topics' group (the intake)"
         recovery = self.recovery
         if recovery.in_recovery:
             return False, f"recovering tables: {recovery.active_remaining_total()} records left"
