@@ -2,16 +2,17 @@
 
 Topology::
 
-    journey.clickstream ─┐                       ┌─> journey.dead-letter
+    journey.clickstream ─┐  intake               ┌─> journey.dead-letter
     journey.research ────┼─> router ─────────────┤
-    journey.support ─────┘                       └─> {app_id}-events-by-customer
+    journey.support ─────┘  (aiokafka getmany)   └─> {app_id}-events-by-customer
                                                        │ (bundles, by customer)
                                                        v
                                  customer-state  <── engine ──> journey.stage-changes
                                  dedupe-chunks   <──┘    └────> journey.dead-letter
 
-Both agents run with concurrency 1 (faust-streaming#606 loses messages above
-that) and at-least-once processing (exactly_once duplicates output,
+The router reads the inputs through a plain aiokafka loop (processor/app/intake.py,
+which says why); the engine is a Faust agent with concurrency 1 (faust-streaming#606
+loses messages above that) and at-least-once processing (exactly_once duplicates output,
 faust-streaming#517 and #323). Outputs are sent with ``force=True``: Faust would
 otherwise hold them until the next commit, adding seconds of latency; the
 commit still waits for the producer to flush, which is what at-least-once needs.
