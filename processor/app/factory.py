@@ -29,6 +29,7 @@ import faust
 from processor import __version__
 from processor.api import access_middleware, register_routes
 from processor.api.access import MAX_REQUEST_BYTES
+from processor.app.erasure import ErasureRouter
 from processor.app.failstop import Deliveries, FailStop, guard_commits
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
@@ -176,6 +177,8 @@ def create_app(
     stage_changes = app.topic(settings.stage_changes_topic, **raw)
     triggers = app.topic(settings.triggers_topic, **raw)
     dead_letters = app.topic(settings.dead_letter_topic, **raw)
+    erasure_requests = app.topic(settings.erasure_requests_topic, **raw)
+    erasures = app.topic(settings.erasures_topic, **raw)
 
     states = monotonic_table(
         app,
@@ -255,6 +258,15 @@ def create_app(
         ordering=ordering,
         on_state_written=operations.state_written,
         on_tick_applied=operations.tick_applied,
+        send_erased=sender(erasures),
+        on_state_deleted=operations.state_deleted,
+    )
+    erasure_router = ErasureRouter(
+        partitions=settings.partitions,
+        send_forget=sender(events),
+        metrics=metrics,
+        dead_letters=router,
+        limits=limits,
     )
 
     async def send_marks(value: bytes, partition: int) -> None:
@@ -274,6 +286,15 @@ def create_app(
                 await router.route(_position(e.message, e.value) for e in batch)
             except Exception as exc:
                 failstop.fail(f"the router failed: {exc!r}", exc)
+                await failstop.halt()
+
+    @app.agent(erasure_requests, name="erasure-router", concurrency=1)
+    async def route_erasures(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):
+            try:
+                await erasure_router.route(_position(e.message, e.value) for e in batch)
+            except Exception as exc:
+                failstop.fail(f"the erasure router failed: {exc!r}", exc)
                 await failstop.halt()
 
     @app.agent(events, name="engine", concurrency=1)

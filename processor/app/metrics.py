@@ -40,8 +40,8 @@ class Metrics:
         self.records = Counter(
             "journey_records",
             "Input records by input topic, partition and outcome (applied, duplicate, ignored, "
-            "dead_lettered); summed over the workers, the outcomes of a partition add up to "
-            "journey_records_consumed_total",
+            "dead_lettered, erased: held when its customer was forgotten); summed over the "
+            "workers, the outcomes of a partition add up to journey_records_consumed_total",
             ["topic", "partition", "outcome"],
             registry=r,
         )
@@ -126,6 +126,13 @@ class Metrics:
             "journey_consumer_lag",
             "Records not yet committed by this worker: end offset minus committed offset",
             ["topic", "partition"],
+            registry=r,
+        )
+        self.erasures = Counter(
+            "journey_erasures",
+            "Erasure requests applied on their customer's partition, by whether state was found "
+            "(found, none); replays included",
+            ["state"],
             registry=r,
         )
         self.rebalances = Counter(
