@@ -29,6 +29,8 @@ import faust
 from processor import __version__
 from processor.api import access_middleware, register_routes
 from processor.api.access import MAX_REQUEST_BYTES
+from processor.app.compaction import INTERVAL as COMPACT_INTERVAL
+from processor.app.compaction import Compactor
 from processor.app.erasure import ErasureRouter
 from processor.app.failstop import Deliveries, FailStop, guard_commits
 from processor.app.metrics import Metrics
@@ -72,6 +74,7 @@ class JourneyApp:
     operations: Operations
     failstop: FailStop
     deliveries: Deliveries
+    compactor: Compactor | None = None
 
 
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -232,6 +235,7 @@ def create_app(
         clock=router_clock,
     )
     timers = TimerIndex(max_clock_skew=settings.max_clock_skew)
+    compactor = Compactor(by_customer=(states, chunks), whole=(order,))
     operations = Operations(
         app,
         settings,
@@ -260,6 +264,7 @@ def create_app(
         on_tick_applied=operations.tick_applied,
         send_erased=sender(erasures),
         on_state_deleted=operations.state_deleted,
+        on_erased=compactor.erased,
     )
     erasure_router = ErasureRouter(
         partitions=settings.partitions,
@@ -306,6 +311,19 @@ def create_app(
                 failstop.fail(f"the engine failed: {exc!r}", exc)
                 await failstop.halt()
 
+    async def compact_erased() -> None:
+        """Erased customers' bytes leave the local store files (processor/app/compaction.py)."""
+        try:
+            await compactor.tick()
+        except Exception as exc:  # our storage failed: stop, as for any store failure
+            failstop.fail(f"compacting after an erasure failed: {exc!r}", exc)
+
+    async def compact_before_shutdown(sender: Any, **_: Any) -> None:
+        compactor.run()
+
+    app.timer(interval=COMPACT_INTERVAL)(compact_erased)
+    cast(Any, app.on_before_shutdown).connect(compact_before_shutdown)
+
     guard_commits(app.consumer, deliveries)
     deliver_every_record(app.consumer)
     guard_uncommitted_heads(app.consumer)
@@ -330,6 +348,7 @@ def create_app(
         operations,
         failstop,
         deliveries,
+        compactor,
     )
     register_routes(journey)
     return journey

@@ -154,7 +154,13 @@ def run_worker(settings: Settings) -> int:
         log.info("created topics %s", created)
     journey = create_app(settings, model, facts)
     worker = faust.Worker(journey.faust, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()  # returns only by raising SystemExit
+    try:
+        worker.execute_from_commandline()  # returns only by raising SystemExit
+    finally:
+        if journey.compactor is not None and journey.compactor.touched:
+            from processor.app.compaction import reopen
+
+            reopen(journey.compactor.touched)  # a fresh MANIFEST without erased keys
     return 0
 
 
