@@ -13,8 +13,9 @@ compactor, for each table partition the customer had data in:
    level (forced: by default RocksDB may move a file there untouched), where
    tombstones and the values under them are dropped;
 3. remembers the partition's directory: the MANIFEST still names removed files'
-   boundary keys until the store is opened again, so :func:`reopen` opens and
-   closes those stores once the worker has stopped (a store is reopened at every
+   boundary keys until the store is opened again, so once the worker has stopped
+   :meth:`Compactor.close_and_reopen` closes those stores (Faust never closes
+   them itself) and opens and closes them once more (a store is reopened at every
    start anyway, so a killed worker's MANIFEST is rewritten on its next start).
 
 It runs on a Faust timer (every ``INTERVAL`` seconds) and at shutdown, so a burst of
@@ -48,8 +49,10 @@ class Compactor:
     whole: tuple[Any, ...] = ()
     """Small tables compacted whole (event order: held records are keyed by offset)."""
     pending: dict[int, set[str]] = field(default_factory=dict)
-    touched: set[Path] = field(default_factory=set)
-    """Store directories compacted since start: :func:`reopen` them after the worker stops."""
+    touched: dict[Path, tuple[Any, int]] = field(default_factory=dict)
+    """Store directories compacted since start, with their store and partition."""
+    closing: list[Any] = field(default_factory=list)
+    """Their open databases, taken at shutdown (:meth:`hold`) to close once Faust has stopped."""
 
     def erased(self, partition: int, customer_id: str) -> None:
         """Engine hook: a customer's keys were deleted on this partition."""
@@ -90,8 +93,29 @@ class Compactor:
                 db.compact_range(begin, end)
         path = getattr(store, "partition_path", None)
         if path is not None:
-            self.touched.add(Path(path(partition)))
+            self.touched[Path(path(partition))] = (store, partition)
         return 1
+
+    def hold(self) -> None:
+        """At shutdown: keep the compacted stores' databases, which Faust drops but never closes.
+
+        Only from here to the end of the process, so no later assignment of the
+        partition can find its database still locked by a reference of ours.
+        """
+        for store, partition in self.touched.values():
+            db = getattr(store, "_dbs", {}).get(partition)
+            if db is not None:
+                self.closing.append(db)
+
+    def close_and_reopen(self) -> None:
+        """After the worker stopped: close what :meth:`hold` kept, then :func:`reopen` it."""
+        for db in self.closing:
+            try:
+                db.close()
+            except Exception as exc:  # already closed
+                log.debug("closing a store: %s", exc)
+        self.closing.clear()
+        reopen(self.touched)
 
 
 def _force_bottommost() -> Any:

@@ -320,6 +320,7 @@ def create_app(
 
     async def compact_before_shutdown(sender: Any, **_: Any) -> None:
         compactor.run()
+        compactor.hold()
 
     app.timer(interval=COMPACT_INTERVAL)(compact_erased)
     cast(Any, app.on_before_shutdown).connect(compact_before_shutdown)

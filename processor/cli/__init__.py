@@ -157,10 +157,8 @@ def run_worker(settings: Settings) -> int:
     try:
         worker.execute_from_commandline()  # returns only by raising SystemExit
     finally:
-        if journey.compactor is not None and journey.compactor.touched:
-            from processor.app.compaction import reopen
-
-            reopen(journey.compactor.touched)  # a fresh MANIFEST without erased keys
+        if journey.compactor is not None:
+            journey.compactor.close_and_reopen()  # a fresh MANIFEST without erased keys
     return 0
 
 

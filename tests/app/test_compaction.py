@@ -7,7 +7,7 @@ from typing import Any
 
 from faust.stores.rocksdb import RocksDBOptions
 
-from processor.app.compaction import Compactor, reopen
+from processor.app.compaction import Compactor
 
 SECRET = b"erased-customer-7f3a"
 
@@ -22,15 +22,14 @@ class _Store:
     def partition_path(self, partition: int) -> Path:
         return self.root / f"table-{partition}.db"
 
+    @property
+    def _dbs(self) -> dict[int, Any]:
+        return self.dbs
+
     def _db_for_partition(self, partition: int) -> Any:
         if partition not in self.dbs:
             self.dbs[partition] = RocksDBOptions().open(self.partition_path(partition))
         return self.dbs[partition]
-
-    def close(self) -> None:
-        for db in self.dbs.values():
-            db.close()
-        self.dbs.clear()
 
 
 def files_holding(root: Path, needle: bytes) -> list[str]:
@@ -58,9 +57,10 @@ def test_flush_compact_and_reopen_leave_no_byte_of_the_erased_keys(tmp_path: Pat
     compactor.erased(3, SECRET.decode())
     assert compactor.run() == 2 and compactor.pending == {}
     db.put(b"later", b"1")
-    states.close()
-    order.close()
-    reopen(compactor.touched)
+    compactor.hold()
+    states.dbs.clear()  # as Faust's store does at stop, without closing them
+    order.dbs.clear()
+    compactor.close_and_reopen()
 
     assert files_holding(tmp_path, SECRET) == []
     reopened = RocksDBOptions().open(states.partition_path(3))
@@ -73,4 +73,4 @@ def test_flush_compact_and_reopen_leave_no_byte_of_the_erased_keys(tmp_path: Pat
 def test_a_memory_store_needs_nothing() -> None:
     compactor = Compactor(by_customer=({},))
     compactor.erased(0, "alice")
-    assert compactor.run() == 0 and compactor.touched == set()
+    assert compactor.run() == 0 and compactor.touched == {}
