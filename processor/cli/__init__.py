@@ -58,10 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="name of the request, echoed in the confirmation (one ID only); default: a new UUID",
     )
-    tail = command("tail", "Print stage changes (or dead letters, or triggers) as they arrive.")
+    tail = command(
+        "tail", "Print stage changes (or dead letters, triggers, erasures) as they arrive."
+    )
     which = tail.add_mutually_exclusive_group()
     which.add_argument("--dead-letter", action="store_true", help="tail the dead-letter topic")
     which.add_argument("--triggers", action="store_true", help="tail the triggers topic")
+    which.add_argument(
+        "--erasures", action="store_true", help="tail the erasure confirmations topic"
+    )
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--limit", type=int, default=None, help="stop after this many records")
     demo = command(
@@ -113,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.dead_letter
                 else settings.triggers_topic
                 if args.triggers
+                else settings.erasures_topic
+                if args.erasures
                 else settings.stage_changes_topic
             )
             asyncio.run(tail(topic, settings, sys.stdout, args.from_beginning, args.limit))

@@ -17,7 +17,7 @@ import pytest
 
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
-from tests.integration.http import get, wait_for
+from tests.integration.http import get, samples, total, wait_for
 from tests.integration.journeys import Sent, event, to_records
 from tests.integration.kafka import Collector, Received, produce
 from tests.schemas import validator
@@ -116,6 +116,12 @@ async def test_forget_leaves_no_live_key_and_no_byte_on_disk(
             return body if status == 200 and body["customers"] == 20 else None
 
         await wait_for(funnel, 30, "a funnel of the 20 other customers")
+        status, text = await get(url + "/metrics")
+        metrics = samples(text)
+        assert total(metrics, "journey_erasures_total", state="found") == 1
+        requests = settings.erasure_requests_topic
+        assert total(metrics, "journey_records_consumed_total", topic=requests) == 1
+        assert total(metrics, "journey_records_total", topic=requests, outcome="applied") == 1
 
         for changelog in changelogs:
             await changelog.wait_until(
