@@ -265,6 +265,7 @@ def create_app(
         send_erased=sender(erasures),
         on_state_deleted=operations.state_deleted,
         on_erased=compactor.erased,
+        settle=deliveries.settle,
     )
     erasure_router = ErasureRouter(
         partitions=settings.partitions,

@@ -27,7 +27,7 @@ from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
 from processor.app.ordering import PartitionOrder, Pending, RouterClock
-from processor.app.store import CustomerStore, StateDeleted, StateTable, StateWritten
+from processor.app.store import CustomerStore, Settle, StateDeleted, StateTable, StateWritten
 from processor.app.timers import TimerIndex, clamp_tick
 from processor.contracts.bundle import (
     ForgetMessage,
@@ -197,8 +197,10 @@ class Engine:
         send_erased: Send | None = None,
         on_state_deleted: StateDeleted | None = None,
         on_erased: Callable[[int, str], None] | None = None,
+        settle: Settle | None = None,
     ) -> None:
         self.model = model
+        self.settle = settle
         self.send_erased = send_erased
         self.on_state_deleted = on_state_deleted
         self.on_erased = on_erased
@@ -316,7 +318,7 @@ class Engine:
         decision = forget(state, request)
         for held in await self.ordering.drop_customer(partition, request.customer_id):
             self.metrics.outcome(held.event.topic, held.key[2], "erased")
-        await self.store.delete(partition, request.customer_id, decision, state)
+        await self.store.delete(partition, request.customer_id, decision, state, self.settle)
         if self.on_erased is not None:
             self.on_erased(partition, request.customer_id)
         await self.send_erased(encode_customer_erased(decision.confirmation, self.ce_source), None)
