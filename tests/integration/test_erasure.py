@@ -60,6 +60,7 @@ async def test_forget_leaves_no_live_key_and_no_byte_on_disk(
     async with (
         Collector(settings, settings.stage_changes_topic) as changes,
         Collector(settings, settings.erasures_topic) as erasures,
+        Collector(settings, settings.dead_letter_topic) as dead_letters,
         changelogs[0],
         changelogs[1],
         changelogs[2],
@@ -86,6 +87,7 @@ async def test_forget_leaves_no_live_key_and_no_byte_on_disk(
             lambda rs: live_keys_holding(rs, needle) != [], 30, "its sealed chunk in the changelog"
         )
 
+        await produce(settings, [(settings.erasure_requests_topic, b"x", b"not json")])
         forget = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -116,12 +118,24 @@ async def test_forget_leaves_no_live_key_and_no_byte_on_disk(
             return body if status == 200 and body["customers"] == 20 else None
 
         await wait_for(funnel, 30, "a funnel of the 20 other customers")
-        status, text = await get(url + "/metrics")
-        metrics = samples(text)
-        assert total(metrics, "journey_erasures_total", state="found") == 1
         requests = settings.erasure_requests_topic
-        assert total(metrics, "journey_records_consumed_total", topic=requests) == 1
+
+        async def counted() -> Any:
+            _, text = await get(url + "/metrics")
+            metrics = samples(text)
+            return (
+                metrics
+                if total(metrics, "journey_records_consumed_total", topic=requests) == 2
+                else None
+            )
+
+        metrics = await wait_for(counted, 30, "both requests consumed")
+        assert total(metrics, "journey_erasures_total", state="found") == 1
         assert total(metrics, "journey_records_total", topic=requests, outcome="applied") == 1
+        assert total(metrics, "journey_records_total", topic=requests, outcome="dead_lettered") == 1
+        [letter] = await dead_letters.wait_until(lambda rs: len(rs) >= 1, 30, "a dead letter")
+        assert letter.doc["reason"] == "not_json"
+        assert letter.doc["source"]["topic"] == requests
 
         for changelog in changelogs:
             await changelog.wait_until(
