@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from processor.app.operations import Operations
 from processor.app.pipeline import InputRecord, partition_for
@@ -234,3 +236,41 @@ async def test_the_state_stays_until_the_chunk_tombstones_are_delivered() -> Non
     await shell.forget([request("hot")])
     assert holds_anywhere(shell, "hot") == []
     assert len(shell.erasures.records) == 1
+
+
+EVENT_TYPES = ["page_view", "product_view", "add_to_cart", "checkout_started", "order_completed"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["alice", "bob"]), st.sampled_from(EVENT_TYPES), st.booleans()),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(min_value=0, max_value=60),
+)
+async def test_forgetting_one_customer_changes_nothing_for_the_others(
+    history: list[tuple[str, str, bool]], cut: int
+) -> None:
+    """Forget alice anywhere in the stream: bob ends as if alice had never existed."""
+    records = [
+        record(c, f"{c}-{i}", t, offset=i, when=f"2026-01-01T10:{i:02d}:00Z")
+        for i, (c, t, _) in enumerate(history)
+    ]
+    with_alice, without = make_shell(partitions=1), make_shell(partitions=1)
+    cut = min(cut, len(records))
+    await with_alice.feed(records[:cut], drain=False)
+    await with_alice.forget([request("alice")])
+    await with_alice.feed(records[cut:])
+    await with_alice.forget([request("alice", "r2", offset=1)])
+    await without.feed([r for r in records if not r.value or b'"alice"' not in r.value])
+
+    assert with_alice.states.data.get(b"bob") == without.states.data.get(b"bob")
+    assert holds_anywhere(with_alice, "alice") == []
+    bob = [r.value for r, _ in with_alice.changes.records if r.key == b"bob"]
+    assert bob == [r.value for r, _ in without.changes.records]
+    counted: dict[tuple[str, str], float] = defaultdict(float)
+    for (topic, partition, _), n in outcomes(with_alice.metrics).items():
+        counted[(topic, partition)] += n
+    assert counted == consumed(with_alice.metrics)
