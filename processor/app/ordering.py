@@ -284,6 +284,12 @@ class PartitionOrder:
         Each stored message that held any of them is rewritten with the events it
         still holds for others, or deleted, so neither memory nor the changelog's
         live keys keep the customer. Returns what was dropped, for its accounting.
+
+        Not repeated on a replay: if a rewrite's delivery fails (the worker stops),
+        the local table is already rewritten and the changelog keeps the old
+        record. Another worker recovering the partition from the changelog before
+        the frontier passes those events would apply them (a short-lived gap;
+        once the frontier is past them, recovery drops them).
         """
         state = self.state(partition)
         dropped = [h for h in state.held if h.event.customer_id == customer_id]

@@ -309,7 +309,9 @@ class Engine:
         Its held events arrived before the request: they are dropped, and counted
         ``erased``. Then the store tombstones its chunks and, last, its state (a
         replay that still finds the state does everything again; one that finds
-        none only confirms, with the same id and bytes). A failure raises: fail-stop.
+        none tombstones the state key again and confirms, with the same id and
+        bytes). The confirmation goes out only once every tombstone is delivered
+        (``settle``). A failure raises: fail-stop.
         """
         if self.send_erased is None:
             raise RuntimeError("a forget request, but no erasures topic to confirm on")
@@ -321,6 +323,8 @@ class Engine:
         await self.store.delete(partition, request.customer_id, decision, state, self.settle)
         if self.on_erased is not None:
             self.on_erased(partition, request.customer_id)
+        if self.settle is not None and not await self.settle():
+            raise RuntimeError(f"the tombstones of {request.customer_id!r} were not delivered")
         await self.send_erased(encode_customer_erased(decision.confirmation, self.ce_source), None)
         self.metrics.outcome(message.source[0], message.source[1], "applied")
         self.metrics.erasures.labels("found" if decision.had_state else "none").inc()

@@ -99,9 +99,15 @@ def forget_customers(
     """
     now = datetime.now(UTC)
     requests = [ForgetRequest(c, request_id or str(uuid.uuid4()), now) for c in customer_ids]
-    if any(not r.customer_id for r in requests):
-        print("journey forget: customer ids must not be empty", file=sys.stderr)
-        return 2
+    for r in requests:
+        length = len(r.customer_id.encode("utf-8", "surrogatepass"))
+        if not 1 <= length <= settings.max_id_length:
+            print(
+                f"journey forget: {r.customer_id[:64]!r}: a customer id has 1 to "
+                f"{settings.max_id_length} UTF-8 bytes (JOURNEY_MAX_ID_LENGTH)",
+                file=sys.stderr,
+            )
+            return 2
     topic = settings.erasure_requests_topic
     records = [(topic, r.customer_id.encode(), encode_erasure_request(r)) for r in requests]
     asyncio.run(produce(settings, records))

@@ -238,6 +238,23 @@ async def test_the_state_stays_until_the_chunk_tombstones_are_delivered() -> Non
     assert len(shell.erasures.records) == 1
 
 
+async def test_no_confirmation_before_every_tombstone_is_delivered() -> None:
+    shell = make_shell()
+    await history(shell, "alice", 2)  # no sealed chunk: only the state goes
+
+    async def refused() -> bool:
+        return False
+
+    shell.engine.settle = refused
+    with pytest.raises(RuntimeError, match="not delivered"):
+        await shell.forget([request("alice")])
+    assert shell.erasures.records == []
+    shell.engine.settle = None
+    await shell.forget([request("alice")])  # read again after the restart
+    [(confirmation, _)] = shell.erasures.records
+    assert orjson.loads(confirmation.value)["customer_id"] == "alice"
+
+
 EVENT_TYPES = ["page_view", "product_view", "add_to_cart", "checkout_started", "order_completed"]
 
 

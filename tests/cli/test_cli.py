@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +88,12 @@ def test_forget_refuses_one_request_id_for_several_customers() -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "one ID" in result.stderr
+
+
+def test_forget_refuses_ids_the_workers_would_dead_letter() -> None:
+    from processor.cli.io import forget_customers
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = forget_customers(["x" * 300], None, Settings(), io.StringIO())
+    assert code == 2 and "JOURNEY_MAX_ID_LENGTH" in err.getvalue()
