@@ -135,6 +135,8 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        for state in ("found", "none"):  # exposed at 0 before the first erasure
+            self.erasures.labels(state)
         self.rebalances = Counter(
             "journey_rebalances", "Partition assignments this worker received", registry=r
         )
