@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
+from processor.app.pipeline import partition_for
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
 from tests.integration.http import get, samples, total, wait_for
@@ -153,3 +154,94 @@ async def test_forget_leaves_no_live_key_and_no_byte_on_disk(
     assert any(p.suffix == ".sst" for p in stored), "the worker kept its tables in RocksDB"
     holding = [str(p.relative_to(data)) for p in stored if needle in p.read_bytes()]
     assert holding == [], holding
+
+
+def spread_ids(partitions: int) -> list[str]:
+    """Two customer ids per partition, so both workers own some of them."""
+    chosen: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for n in range(1000):
+        candidate = f"gone-{n}-c81e"
+        slot = chosen[partition_for(candidate, partitions)]
+        if len(slot) < 2:
+            slot.append(candidate)
+    return [c for ids in chosen.values() for c in ids]
+
+
+async def test_two_workers_each_forget_the_customers_they_own(
+    settings: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    a = start_worker(workers, settings, tmp_path, "a")
+    b = start_worker(workers, settings, tmp_path, "b")
+    urls = [f"http://127.0.0.1:{w.settings.web_port}" for w in (a, b)]
+
+    async def both_own_partitions() -> Any:
+        for url in urls:
+            status, body = await get(url + "/readyz")
+            if status != 200:
+                return None
+        status, body = await get(urls[0] + "/funnel")
+        ok = status == 200 and len(body["workers"]) == 2 and len(body["partitions"]) == 4
+        return body if ok else None
+
+    # Data only once the group is settled: no revoked partition keeps an old copy.
+    await wait_for(both_own_partitions, 120, "two workers sharing the partitions")
+    gone = spread_ids(settings.partitions)
+    sent = [event(c, "clickstream", "add_to_cart", i) for i, c in enumerate(gone)]
+    sent += [event(f"stays-{i}", "research", "review_read", i) for i in range(10)]
+    changelogs = [Collector(settings, f"{settings.app_id}-{t}-changelog") for t in TABLES]
+    async with (
+        Collector(settings, settings.stage_changes_topic) as changes,
+        Collector(settings, settings.erasures_topic) as erasures,
+        changelogs[0],
+        changelogs[1],
+        changelogs[2],
+    ):
+        await produce(settings, to_records(settings, sent))
+        await changes.wait_until(lambda rs: len(rs) >= len(sent), 90, "every first stage")
+        served_by = set()
+        for customer in gone:
+            status, body = await get(f"{urls[0]}/customers/{quote(customer)}")
+            assert status == 200, body
+            served_by.add(body["served_by"])
+        assert len(served_by) == 2, "the forgotten customers live on both workers"
+
+        forget = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "processor",
+            "forget",
+            *gone,
+            env=settings.environment(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(forget.communicate(), 60)
+        assert forget.returncode == 0, err.decode()
+        requested = dict(line.split("\t") for line in out.decode().splitlines())
+        await erasures.wait_until(lambda rs: len(rs) >= len(gone), 60, "every confirmation")
+        confirmed = {r.doc["customer_id"]: r.doc["request_id"] for r in erasures.records}
+        assert confirmed == requested
+        for url in urls:
+            for customer in gone:
+                status, body = await get(f"{url}/customers/{quote(customer)}")
+                assert status == 404, (url, customer, body)
+
+        async def funnel() -> Any:
+            status, body = await get(urls[1] + "/funnel")
+            return body if status == 200 and body["customers"] == 10 else None
+
+        await wait_for(funnel, 30, "a funnel of the 10 customers left")
+        for changelog in changelogs:
+            await changelog.wait_until(
+                lambda rs: all(live_keys_holding(rs, c.encode()) == [] for c in gone),
+                30,
+                f"no live key of the forgotten in {changelog.topic}",
+            )
+
+    for worker in (a, b):
+        worker.stop()
+        assert worker.process is not None and worker.process.returncode == 0, worker.log_tail()
+        data = worker.settings.data_dir
+        for path in (p for p in data.rglob("*") if p.is_file()):
+            content = path.read_bytes()
+            assert not [c for c in gone if c.encode() in content], path
