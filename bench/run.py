@@ -39,7 +39,7 @@ from bench.harness.offsets import Offsets
 from bench.harness.population import create_topics, population, produce
 from bench.harness.processes import Child, interrupt_on_sigterm, stop_children
 from bench.harness.results import Row, table
-from bench.rows import quix
+from bench.rows import event_time, quix
 from bench.rows.engine import digest, engine_only
 from bench.rows.faust_agents import baseline_faust
 from bench.rows.plain_consumer import baseline_aiokafka
@@ -133,13 +133,15 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
 
     model = load_model(base.definition)
     print("1. engine in-process ...", flush=True)
-    engine = engine_only(records, topics, model, Limits(base.max_event_bytes, base.max_id_length))
+    limits = Limits(base.max_event_bytes, base.max_id_length)
+    engine = engine_only(records, topics, model, limits)
 
     await create_topics(
         broker.bootstrap,
         [*base.source_topics, base.stage_changes_topic, base.dead_letter_topic, quix_output],
     )
-    produce_s, input_ends = await produce(broker.bootstrap, records, topics)
+    produce_s, input_ends, positions = await produce(broker.bootstrap, records, topics)
+    ordered = event_time.reference(records, positions, topics, model, limits)
     print(f"   produced {n:,} records in {produce_s:.1f} s ({n / produce_s:,.0f}/s)", flush=True)
 
     print("2. aiokafka consumer ...", flush=True)
@@ -261,13 +263,26 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
         f"as encoded): {figures.final.size_summary()}"
     )
     final = figures.final.states
-    same = digest(final) == digest(engine.ordered_final)
-    verdict = "equal" if same and figures.stage_changes == engine.ordered_changes else "DIFFERENT"
+    check = event_time.compare(figures.changes, ordered)
+    verdict = "equal" if check.exact else "DIFFERENT"
     print(
-        f"event time: processor {figures.stage_changes:,} stage changes, final-state digest "
-        f"{digest(final)}; in-process engine in event-time order {engine.ordered_changes:,}, "
-        f"digest {digest(engine.ordered_final)} ({verdict})"
+        f"event time: processor {len(figures.changes.chains):,} "
+        f"customers with changes, {figures.changes.records - figures.changes.duplicates:,} "
+        f"stage changes ({figures.changes.duplicates:,} re-emitted duplicates), final-state "
+        f"digest {digest(final)}; in-process engine in event-time order "
+        f"{ordered.stage_changes:,}, digest {digest(ordered.final)}"
     )
+    print(
+        f"   customers whose events all arrived within the lateness: {check.in_time:,}, "
+        f"chains equal for {check.in_time_equal:,} ({verdict}); customers with a late "
+        f"event (applied by the order-independent rules): {check.late:,}, "
+        f"{check.late_equal:,} of them still equal"
+    )
+    if check.differing_in_time:
+        print(f"   differing, no late change: {', '.join(check.differing_in_time[:10])}")
+        first = check.differing_in_time[0]
+        print(f"   {first}, processor: {figures.changes.chains.get(first)}")
+        print(f"   {first}, reference: {ordered.chains.get(first)}")
     if unheld is not None and unheld_figures is not None:
         print(
             f"holding off (arrival order): {unheld_figures.stage_changes:,} stage changes, "
@@ -316,8 +331,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
         f"internal topic). Faust commits every {COMMIT_INTERVAL} s or 10,000 acks, so the "
         "true end lies in the commit bracket (between the last commit movement before "
         "completion and the completion). 'exact end' needs no commit: B and C stamp their "
-        "N-th record themselves; for the processor it is the last growth of its internal "
-        f"topic, changelogs and outputs (polled every {POLL} s). The Quix row is timed the "
+        "N-th record themselves; for the processor it is the last growth of its changelogs "
+        f"and outputs (polled every {POLL} s; not of the internal topic, whose watermark "
+        "bundles never stop). The Quix row is timed the "
         "same way from its first decoded record (after join and recovery): committed offsets "
         "on the inputs and its repartition topic, exact end = last growth of its changelog "
         "and output topic."

@@ -69,9 +69,16 @@ async def latest_values(
     bootstrap: str, topic: str, ends: dict[TopicPartition, int], limit: float
 ) -> dict[bytes, bytes | None]:
     """Read a changelog to its end: the last value per key (None for a tombstone)."""
+    return dict(await every_record(bootstrap, topic, ends, limit))
+
+
+async def every_record(
+    bootstrap: str, topic: str, ends: dict[TopicPartition, int], limit: float
+) -> list[tuple[bytes, bytes | None]]:
+    """Every (key, value) of a topic up to its end, in each partition's order."""
     parts = [tp for tp, end in ends.items() if tp.topic == topic and end > 0]
     if not parts:
-        return {}
+        return []
     reader = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -82,7 +89,7 @@ async def latest_values(
     try:
         reader.assign(parts)
         await reader.seek_to_beginning(*parts)
-        latest: dict[bytes, bytes | None] = {}
+        records: list[tuple[bytes, bytes | None]] = []
         waiting = set(parts)
         quiet = False
         deadline = time.monotonic() + limit
@@ -95,11 +102,11 @@ async def latest_values(
             quiet = not waiting and not batch
             for messages in batch.values():
                 for message in messages:
-                    latest[message.key] = message.value
+                    records.append((message.key, message.value))
             for tp in list(waiting):
                 if await reader.position(tp) >= ends[tp]:
                     waiting.discard(tp)
-        return latest
+        return records
     finally:
         await reader.stop()
 

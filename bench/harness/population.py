@@ -41,11 +41,13 @@ async def create_topics(bootstrap: str, topics: Sequence[str]) -> None:
 
 async def produce(
     bootstrap: str, records: Sequence[DemoRecord], topics: dict[str, str]
-) -> tuple[float, dict[TopicPartition, int]]:
+) -> tuple[float, dict[TopicPartition, int], list[tuple[int, int]]]:
     """Send every record (keys as generated, so null and wrong keys too).
 
-    Returns the seconds taken and each input partition's end offset as the
-    produce acknowledgements give it. Those ends are exact; the broker's own
+    Returns the seconds taken, each input partition's end offset as the
+    produce acknowledgements give it, and every record's (partition, offset) in
+    ``records`` order: the event-time reference breaks ties on them as the
+    processor does. Those ends are exact; the broker's own
     answer (ListOffsets) can be one batch short on Tansu, which would end a
     measurement early.
     """
@@ -54,11 +56,13 @@ async def produce(
     )
     await producer.start()
     ends = {TopicPartition(t, p): 0 for t in topics.values() for p in range(PARTITIONS)}
+    positions: list[tuple[int, int]] = []
 
     def note(acks: Sequence[Any]) -> None:
         for ack in acks:
             tp = TopicPartition(ack.topic, ack.partition)
             ends[tp] = max(ends[tp], ack.offset + 1)
+            positions.append((ack.partition, ack.offset))
 
     try:
         started = time.perf_counter()
@@ -69,6 +73,6 @@ async def produce(
                 note(await asyncio.gather(*pending))
                 pending.clear()
         note(await asyncio.gather(*pending))
-        return time.perf_counter() - started, ends
+        return time.perf_counter() - started, ends, positions
     finally:
         await producer.stop()

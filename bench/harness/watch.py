@@ -57,6 +57,7 @@ async def watch_group(
     started: Callable[[], Any],
     limit: float,
     on_sample: Callable[[Sample], None] | None = None,
+    input_group: str | None = None,
 ) -> Watch:
     """Poll until the group committed everything, or a child dies, or ``limit`` seconds.
 
@@ -67,6 +68,8 @@ async def watch_group(
     seen complete is final. ``started`` returns the start time once observable.
     ``activity`` topics (outputs) are watched for the time of the last write.
     ``on_sample`` sees every poll (a long run prints its progress with it).
+    ``input_group`` is the group that commits the inputs when it is not ``group``
+    (the processor's intake commits them as ``{app_id}-router``).
     """
     seen = Watch()
     deadline = time.monotonic() + limit
@@ -90,13 +93,22 @@ async def watch_group(
                 await asyncio.sleep(START_POLL)
                 continue
         now = time.time()
-        committed = await offsets.committed(group, everything)
+        if input_group is None:
+            committed = await offsets.committed(group, everything)
+        else:
+            committed = {
+                **await offsets.committed(input_group, inputs),
+                **await offsets.committed(group, chained),
+            }
         ends = await offsets.ends(everything)
         outputs: dict[TopicPartition, int] = {}
         if activity:
+            # The internal topic is not activity: it also carries watermark bundles, sent
+            # every 0.25 s while marks move and every few seconds after (never quiet).
             outputs = await offsets.ends([*chained, *activity])
-            if outputs != seen.activity_ends:
-                seen.activity_ends = outputs
+            grown = {tp: end for tp, end in outputs.items() if tp.topic in activity}
+            if grown != seen.activity_ends:
+                seen.activity_ends = grown
                 seen.last_activity = now
         seen.samples.append(
             Sample(

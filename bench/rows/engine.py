@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bench.harness.results import Row
 from processor.contracts.bundle import decode_bundle, encode_bundle
@@ -39,9 +39,6 @@ class EngineFigures:
     bundle_us_per_event: float
     change_encode_us: float
     state_bytes: float
-    ordered_changes: int = 0
-    """Stage changes of the same events applied one by one in event-time order."""
-    ordered_final: dict[str, CustomerState] = field(default_factory=dict)
 
 
 def engine_only(
@@ -123,18 +120,6 @@ def engine_only(
         encode_stage_change(change, "/journey-processor/bench")
     change_s = clock() - started
 
-    # Event-time order, as the processor's hold buffer orders (ties: topic, then input order).
-    ordered: dict[str, CustomerState] = {}
-    ordered_changes = 0
-    in_time: list[tuple[int, Event]] = sorted(
-        enumerate(events), key=lambda pair: (pair[1].occurred_at, pair[1].topic, pair[0])
-    )
-    for _, valid in in_time:
-        done = apply(ordered.get(valid.customer_id), valid, model)
-        if done.state is not None:
-            ordered[valid.customer_id] = done.state
-        ordered_changes += sum(1 for o in done.outputs if isinstance(o, StageChange))
-
     rows = [
         Row("engine: decode_event only", n, decode_s),
         Row("engine: decode_event + apply", n, apply_s),
@@ -152,8 +137,6 @@ def engine_only(
         bundle_us_per_event=bundle_s / max(len(events), 1) * 1e6,
         change_encode_us=change_s / max(len(changes), 1) * 1e6,
         state_bytes=size / max(writes, 1),
-        ordered_changes=ordered_changes,
-        ordered_final=ordered,
     )
 
 

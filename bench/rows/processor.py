@@ -7,10 +7,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness.offsets import FinalStates, Offsets, latest_states, total
+from bench.harness.offsets import FinalStates, Offsets, every_record, latest_states, total
 from bench.harness.processes import Child, spawn, stop_one, worker_env
 from bench.harness.results import Row
 from bench.harness.watch import row_from_watch, timeline, watch_group, worker_ready
+from bench.rows.event_time import Chains, chains_from_output
+from processor.app.intake import router_group
 from processor.settings import Settings
 
 
@@ -27,6 +29,8 @@ class ProcessorFigures:
     final: FinalStates = field(default_factory=FinalStates)
     """Each customer's last state (and its size) in the customer-state changelog."""
     inputs_done: float | None = None
+    changes: Chains = field(default_factory=Chains)
+    """Every stage change on the output topic, as per-customer chains."""
     timeline: list[str] = field(default_factory=list)
 
 
@@ -62,12 +66,14 @@ async def processor_end_to_end(
             outputs,
             ready,
             limit,
+            input_group=router_group(settings),
         )
         # Counted before the worker stops: on the way out it writes handover markers.
         ends = await offsets.ends([events_topic, *outputs])
     finally:
         stop_one(child)
     final = await latest_states(offsets.bootstrap, state_log, ends, limit)
+    changes = await every_record(offsets.bootstrap, settings.stage_changes_topic, ends, limit)
     figures = ProcessorFigures(
         stage_changes=total(ends, [settings.stage_changes_topic]),
         dead_letters=total(ends, [settings.dead_letter_topic]),
@@ -78,6 +84,7 @@ async def processor_end_to_end(
             seen.last_activity - seen.start if seen.last_activity and seen.start else None
         ),
         final=final,
+        changes=chains_from_output([value for _, value in changes]),
         inputs_done=seen.inputs_done - seen.start if seen.inputs_done and seen.start else None,
         timeline=timeline(seen, list(settings.source_topics), events_topic, state_log),
     )

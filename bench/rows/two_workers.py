@@ -16,6 +16,7 @@ from bench.harness.offsets import Offsets, latest_states, total
 from bench.harness.processes import Child, spawn, stop_together, worker_env
 from bench.harness.results import Row
 from bench.harness.watch import row_from_watch, timeline, watch_group, worker_ready
+from processor.app.intake import router_group
 from processor.broker import free_port
 from processor.settings import Settings
 
@@ -102,6 +103,7 @@ async def processor_two_workers(
             outputs,
             ready,
             limit,
+            input_group=router_group(settings),
         )
         cpu.sample()
         # Counted before the workers stop: on the way out they write handover markers.

@@ -31,8 +31,10 @@ from processor.api import access_middleware, register_routes
 from processor.api.access import MAX_REQUEST_BYTES
 from processor.app.compaction import INTERVAL as COMPACT_INTERVAL
 from processor.app.compaction import Compactor
+from processor.app.consumers import Consumers
 from processor.app.erasure import ErasureRouter
 from processor.app.failstop import Deliveries, FailStop, guard_commits
+from processor.app.intake import Intake
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
 from processor.app.ordering import (
@@ -175,7 +177,6 @@ def create_app(
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
-    sources = app.topic(*settings.source_topics, **raw)
     events = app.topic(settings.events_topic, partitions=settings.partitions, internal=True, **raw)
     stage_changes = app.topic(settings.stage_changes_topic, **raw)
     triggers = app.topic(settings.triggers_topic, **raw)
@@ -209,7 +210,15 @@ def create_app(
     )
     config = ordering_config(settings)
     router_clock = RouterClock(config, settings.idle_timeout)
-    ordering = PartitionOrder(order, config, input_partitions(app, settings), metrics)
+    intake = Intake(
+        settings,
+        lambda records: router.route(records),
+        deliveries,
+        failstop,
+        commit_interval=float(app.conf.broker_commit_interval),
+    )
+    consumers = Consumers(lambda: app.consumer, intake, settings.source_topics)
+    ordering = PartitionOrder(order, config, input_partitions(app, settings, intake), metrics)
 
     def sender(topic: Any) -> Any:
         async def send(record: Record, partition: int | None) -> None:
@@ -248,6 +257,7 @@ def create_app(
         ordering=ordering,
         failstop=failstop,
         deliveries=deliveries,
+        consumers=consumers,
     )
     engine = Engine(
         model=model,
@@ -280,20 +290,21 @@ def create_app(
         deliveries.track(delivery)
 
     MarkBroadcaster(
-        app, settings, router_clock, send_marks, lambda marks: encode_ordered_bundle([], marks)
+        app,
+        settings,
+        router_clock,
+        send_marks,
+        lambda marks: encode_ordered_bundle([], marks),
+        consumers,
     ).install()
+    cast(Any, app)._extra_services.append(
+        intake
+    )  # started after table recovery, stopped with the app
 
+    # The router reads the inputs with a plain getmany loop (processor/app/intake.py).
     # An agent that raises would have its batch acked and skipped, and be
-    # restarted (faust-streaming#315, #527): each agent stops the worker instead.
-    @app.agent(sources, name="router", concurrency=1)
-    async def route(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):
-            try:
-                await router.route(_position(e.message, e.value) for e in batch)
-            except Exception as exc:
-                failstop.fail(f"the router failed: {exc!r}", exc)
-                await failstop.halt()
-
+    # restarted (faust-streaming#315, #527): the engine agent stops the worker instead,
+    # and so does the erasure router (erasure requests are few: a Faust agent is enough).
     @app.agent(erasure_requests, name="erasure-router", concurrency=1)
     async def route_erasures(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -56,6 +56,9 @@ class Operations:
     counts: StageCounts = field(default_factory=StageCounts)
     failstop: FailStop = field(default_factory=FailStop)
     deliveries: Deliveries | None = None
+    consumers: Any = None
+    """Every partition this worker reads (processor.app.consumers.Consumers); Faust's consumer
+    alone when None (the inputs then come through a Faust agent too)."""
     rebalance_completed: bool = False
     counted_generation: int = -1
     generation: int = 0
@@ -171,8 +174,7 @@ class Operations:
         if timeout <= 0 or not self.readiness()[0]:
             self.progress.clear()  # rebalancing or recovering: no progress expected
             return
-        consumer = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {})
+        consumer, committed = self._consumer()
         watched = {*self.settings.source_topics, self.settings.events_topic}
         for tp in consumer.assignment():
             if tp.topic not in watched:
@@ -278,7 +280,7 @@ class Operations:
 
     async def _caught_up(self) -> dict[int, bool]:
         """Per owned events partition: nothing left to read there, nor on this worker's inputs."""
-        consumer = self.app.consumer
+        consumer, _ = self._consumer()
         sources_done = True
         done: dict[int, bool] = {}
         for tp in consumer.assignment():
@@ -300,8 +302,7 @@ class Operations:
         return {p: d and sources_done for p, d in done.items()}
 
     def measure_lag(self) -> None:
-        consumer = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {})
+        consumer, committed = self._consumer()
         watched = {*self.settings.source_topics, self.settings.events_topic}
         self.metrics.consumer_lag.clear()
         for tp in consumer.assignment():
@@ -316,6 +317,13 @@ class Operations:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                     max(0, end - done)
                 )
+
+    def _consumer(self) -> tuple[Any, Mapping[Any, int]]:
+        """The consumer view to read, and the offsets it committed."""
+        if self.consumers is not None:
+            return self.consumers, self.consumers.committed
+        consumer = self.app.consumer
+        return consumer, getattr(consumer, "_committed_offset", {})
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         customers = GaugeMetricFamily(

@@ -449,17 +449,23 @@ class MarkBroadcaster:
     clock: RouterClock
     send: Send
     encode: Callable[[dict[InputPartition, Mark]], bytes]
+    consumers: Any = None
+    """The worker's consumers (processor.app.consumers.Consumers); Faust's when None."""
 
     def install(self) -> None:
         self.app.timer(interval=MARK_INTERVAL)(self.broadcast)
 
     async def broadcast(self) -> None:
-        consumer = self.app.consumer
+        consumer = self.consumers if self.consumers is not None else self.app.consumer
         sources = self.settings.source_topics
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic in sources}
         if assigned != self.clock.assigned:
             self.clock.reassigned(assigned)
-        committed = getattr(consumer, "_committed_offset", {})
+        committed = (
+            self.consumers.committed
+            if self.consumers is not None
+            else getattr(consumer, "_committed_offset", {})
+        )
         ends: dict[InputPartition, tuple[int | None, int | None]] = {}
         for tp in consumer.assignment():
             if tp.topic not in sources:
@@ -479,16 +485,19 @@ class MarkBroadcaster:
 
 
 def input_partitions(
-    app: Any, settings: Settings
+    app: Any, settings: Settings, reader: Any = None
 ) -> Callable[[], frozenset[InputPartition] | None]:
     """Every partition of every input topic, from the consumer's cluster metadata.
 
-    Faust's ``topic_partitions`` reads the group leader's snapshot, which is empty on
-    every other member; the cluster metadata of the consumer itself is not.
+    ``reader`` is the consumer of the input topics (the intake), if not Faust's. Faust's
+    ``topic_partitions`` reads the group leader's snapshot, which is empty on every
+    other member; the cluster metadata of the consumer itself is not.
     """
     known: dict[str, int] = {}
 
     def count(topic: str) -> int:
+        if reader is not None:
+            return len(reader.partitions_for_topic(topic) or ())
         consumer = app.consumer
         thread = getattr(consumer, "_thread", None)
         client = thread._ensure_consumer() if thread is not None else None

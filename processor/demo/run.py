@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from processor.app.intake import records_behind
 from processor.app.preflight import preflight
 from processor.broker import EmbeddedBroker, free_port
 from processor.demo.funnel import FunnelTracker, render, render_summary
@@ -197,30 +198,5 @@ def _event_id(value: bytes) -> str:
 
 
 async def _caught_up(settings: Settings) -> bool:
-    """Whether the worker's group has committed every input and internal record.
-
-    The probe carries the worker's group id but never subscribes, so it reads the
-    committed offsets without joining (or disturbing) the group; the admin
-    client's OffsetFetch does not work with the embedded broker. A new client
-    each time bootstraps metadata of every topic, including the internal one.
-    """
-    probe = AIOKafkaConsumer(
-        **client_kwargs(settings),
-        group_id=settings.app_id,
-        enable_auto_commit=False,
-    )
-    await probe.start()
-    try:
-        partitions = []
-        for topic in [*settings.source_topics, settings.events_topic]:
-            found = probe.partitions_for_topic(topic)
-            if not found:
-                return False
-            partitions += [TopicPartition(topic, p) for p in found]
-        ends = await probe.end_offsets(partitions)
-        for tp, end in ends.items():
-            if end and (await probe.committed(tp) or 0) < end:
-                return False
-        return True
-    finally:
-        await probe.stop()
+    """Whether the worker committed every input and internal record."""
+    return await records_behind(settings) == 0

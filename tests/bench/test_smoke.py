@@ -53,4 +53,10 @@ def test_the_benchmark_prints_a_full_table_on_3000_records() -> None:
     # Equal in almost every run; the harness may declare completion up to one bundle
     # early on Tansu (its end offsets can be a batch short), so allow one bundle.
     assert expected - 60 <= applied <= expected, check.group(0)
+    # Every customer whose events all arrived within the lateness has, chain for chain, the
+    # stage changes of the same events applied in process in event-time order.
+    timed = re.search(r"within the lateness: ([\d,]+), chains equal for ([\d,]+) \((\w+)\)", out)
+    assert timed is not None, out[-3000:]
+    assert timed.group(3) == "equal" and timed.group(1) == timed.group(2), timed.group(0)
+    assert int(timed.group(1).replace(",", "")) > 100, timed.group(0)
     assert re.search(r"state per customer .*: mean [\d,]+ B, median [\d,]+ B", out)

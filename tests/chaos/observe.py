@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processor.app.intake import records_behind
 from processor.settings import Settings
 from tests.integration.conftest import AUTH
 
@@ -100,31 +101,9 @@ async def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[s
 
 
 async def group_caught_up(settings: Settings) -> tuple[bool, int]:
-    """Whether the group committed every input and internal record; and the records behind.
-
-    The probe has the group's id but never subscribes (see processor.demo.run):
-    the admin client's OffsetFetch does not work with the embedded broker.
-    """
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=settings.app_id,
-        enable_auto_commit=False,
-    )
-    await probe.start()
-    try:
-        tps = []
-        for topic in [*settings.source_topics, settings.events_topic]:
-            found = probe.partitions_for_topic(topic)
-            if not found:
-                return False, -1
-            tps += [TopicPartition(topic, p) for p in found]
-        ends = await probe.end_offsets(tps)
-        behind = 0
-        for tp, end in ends.items():
-            behind += max(0, end - (await probe.committed(tp) or 0))
-        return behind == 0, behind
-    finally:
-        await probe.stop()
+    """Whether the group committed every input and internal record; and the records behind."""
+    behind = await records_behind(settings)
+    return behind == 0, -1 if behind is None else behind
 
 
 async def customers(
