@@ -98,6 +98,11 @@ class Settings:
     stage_changes_topic: str = _opt("journey.stage-changes", "Output topic of stage changes")
     dead_letter_topic: str = _opt("journey.dead-letter", "Output topic of unusable input records")
     triggers_topic: str = _opt("journey.triggers", "Output topic of marketing triggers")
+    erasure_requests_topic: str = _opt(
+        "journey.erasure-requests",
+        "Input topic of erasure requests (journey forget; key = customer_id)",
+    )
+    erasures_topic: str = _opt("journey.erasures", "Output topic of customer_erased confirmations")
     timer_interval: float = _opt(
         1.0, "Seconds between checks for due absence timers (how late a timer may fire)"
     )

@@ -30,7 +30,10 @@ import faust
 from processor import __version__
 from processor.api import access_middleware, register_routes
 from processor.api.access import MAX_REQUEST_BYTES
+from processor.app.compaction import INTERVAL as COMPACT_INTERVAL
+from processor.app.compaction import Compactor
 from processor.app.consumers import Consumers
+from processor.app.erasure import ErasureRouter
 from processor.app.failstop import Deliveries, FailStop, guard_commits
 from processor.app.intake import Intake
 from processor.app.metrics import Metrics
@@ -74,6 +77,7 @@ class JourneyApp:
     operations: Operations
     failstop: FailStop
     deliveries: Deliveries
+    compactor: Compactor | None = None
 
 
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -178,6 +182,8 @@ def create_app(
     stage_changes = app.topic(settings.stage_changes_topic, **raw)
     triggers = app.topic(settings.triggers_topic, **raw)
     dead_letters = app.topic(settings.dead_letter_topic, **raw)
+    erasure_requests = app.topic(settings.erasure_requests_topic, **raw)
+    erasures = app.topic(settings.erasures_topic, **raw)
 
     states = monotonic_table(
         app,
@@ -239,6 +245,7 @@ def create_app(
         clock=router_clock,
     )
     timers = TimerIndex(max_clock_skew=settings.max_clock_skew)
+    compactor = Compactor(by_customer=(states, chunks), whole=(order,))
     operations = Operations(
         app,
         settings,
@@ -266,6 +273,17 @@ def create_app(
         ordering=ordering,
         on_state_written=operations.state_written,
         on_tick_applied=operations.tick_applied,
+        send_erased=sender(erasures),
+        on_state_deleted=operations.state_deleted,
+        on_erased=compactor.erased,
+        settle=deliveries.settle,
+    )
+    erasure_router = ErasureRouter(
+        partitions=settings.partitions,
+        send_forget=sender(events),
+        metrics=metrics,
+        dead_letters=router,
+        limits=limits,
     )
 
     async def send_marks(value: bytes, partition: int) -> None:
@@ -286,7 +304,17 @@ def create_app(
 
     # The router reads the inputs with a plain getmany loop (processor/app/intake.py).
     # An agent that raises would have its batch acked and skipped, and be
-    # restarted (faust-streaming#315, #527): the engine agent stops the worker instead.
+    # restarted (faust-streaming#315, #527): the engine agent stops the worker instead,
+    # and so does the erasure router (erasure requests are few: a Faust agent is enough).
+    @app.agent(erasure_requests, name="erasure-router", concurrency=1)
+    async def route_erasures(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):
+            try:
+                await erasure_router.route(_position(e.message, e.value) for e in batch)
+            except Exception as exc:
+                failstop.fail(f"the erasure router failed: {exc!r}", exc)
+                await failstop.halt()
+
     @app.agent(events, name="engine", concurrency=1)
     async def run_engine(stream: Any) -> None:
         async for event in stream.events():
@@ -295,6 +323,20 @@ def create_app(
             except Exception as exc:
                 failstop.fail(f"the engine failed: {exc!r}", exc)
                 await failstop.halt()
+
+    async def compact_erased() -> None:
+        """Erased customers' bytes leave the local store files (processor/app/compaction.py)."""
+        try:
+            await compactor.tick()
+        except Exception as exc:  # our storage failed: stop, as for any store failure
+            failstop.fail(f"compacting after an erasure failed: {exc!r}", exc)
+
+    async def compact_before_shutdown(sender: Any, **_: Any) -> None:
+        compactor.run()
+        compactor.hold()
+
+    app.timer(interval=COMPACT_INTERVAL)(compact_erased)
+    cast(Any, app.on_before_shutdown).connect(compact_before_shutdown)
 
     guard_commits(app.consumer, deliveries)
     deliver_every_record(app.consumer)
@@ -320,6 +362,7 @@ def create_app(
         operations,
         failstop,
         deliveries,
+        compactor,
     )
     register_routes(journey)
     return journey

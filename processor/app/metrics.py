@@ -40,8 +40,8 @@ class Metrics:
         self.records = Counter(
             "journey_records",
             "Input records by input topic, partition and outcome (applied, duplicate, ignored, "
-            "dead_lettered); summed over the workers, the outcomes of a partition add up to "
-            "journey_records_consumed_total",
+            "dead_lettered, erased: held when its customer was forgotten); summed over the "
+            "workers, the outcomes of a partition add up to journey_records_consumed_total",
             ["topic", "partition", "outcome"],
             registry=r,
         )
@@ -128,6 +128,15 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.erasures = Counter(
+            "journey_erasures",
+            "Erasure requests applied on their customer's partition, by whether state was found "
+            "(found, none); replays included",
+            ["state"],
+            registry=r,
+        )
+        for state in ("found", "none"):  # exposed at 0 before the first erasure
+            self.erasures.labels(state)
         self.rebalances = Counter(
             "journey_rebalances", "Partition assignments this worker received", registry=r
         )

@@ -203,6 +203,12 @@ class Operations:
         if self._scanning is not None:
             self._scanning.add(after.customer_id)
 
+    def state_deleted(self, partition: int, before: CustomerState) -> None:
+        """A customer was erased: out of the funnel, and read again if a scan is running."""
+        self.counts.remove(partition, before)
+        if self._scanning is not None:
+            self._scanning.add(before.customer_id)
+
     async def recount(self) -> None:
         """Count customers per stage and index their timers from the local table.
 
@@ -228,6 +234,8 @@ class Operations:
                 raw = self.states.get(customer_id.encode())
                 if partition in found and raw is not None:
                     found[partition][customer_id] = decode_state(raw)
+                elif partition in found:  # erased while the scan ran
+                    found[partition].pop(customer_id, None)
         finally:
             self._scanning = None
         if generation == self.generation:  # no rebalance while counting

@@ -278,6 +278,37 @@ class PartitionOrder:
         fresh = timedelta(seconds=HEARTBEAT + 2.0)  # idle marks come at least this often
         return timer_clock(self.state(partition), wall, self.config.lateness, fresh)
 
+    async def drop_customer(self, partition: int, customer_id: str) -> list[Held]:
+        """Erasure: drop a customer's held events (they arrived before the request).
+
+        Each stored message that held any of them is rewritten with the events it
+        still holds for others, or deleted, so neither memory nor the changelog's
+        live keys keep the customer. Returns what was dropped, for its accounting.
+
+        Not repeated on a replay: if a rewrite's delivery fails (the worker stops),
+        the local table is already rewritten and the changelog keeps the old
+        record. Another worker recovering the partition from the changelog before
+        the frontier passes those events would apply them (a short-lived gap;
+        once the frontier is past them, recovery drops them).
+        """
+        state = self.state(partition)
+        dropped = [h for h in state.held if h.event.customer_id == customer_id]
+        if not dropped:
+            return []
+        kept = tuple(h for h in state.held if h.event.customer_id != customer_id)
+        self.states[partition] = Ordering(state.marks, state.clock, state.frontier, kept)
+        remaining = self.remaining.setdefault(partition, Counter())
+        for origin in sorted({h.origin for h in dropped}):
+            rest = [h for h in kept if h.origin == origin]
+            if rest:
+                remaining[origin] = len(rest)
+                await self.table.put(held_key(partition, origin), _encode_held(rest), partition)
+            else:
+                remaining.pop(origin, None)
+                await self.table.delete(held_key(partition, origin), partition)
+        self.metrics.events_held.labels(str(partition)).set(len(kept))
+        return dropped
+
     def forget(self) -> None:
         """After a rebalance: reload from the table on next use (the partition may have moved)."""
         self.states.clear()

@@ -27,15 +27,17 @@ from aiokafka.partitioner import murmur2
 
 from processor.app.metrics import Metrics
 from processor.app.ordering import PartitionOrder, Pending, RouterClock
-from processor.app.store import CustomerStore, StateTable, StateWritten
+from processor.app.store import CustomerStore, Settle, StateDeleted, StateTable, StateWritten
 from processor.app.timers import TimerIndex, clamp_tick
 from processor.contracts.bundle import (
+    ForgetMessage,
     InputPosition,
     Tick,
     decode_envelope,
     encode_bundle,
     encode_ordered_bundles,
 )
+from processor.contracts.erasure import encode_customer_erased
 from processor.contracts.inputs import Rejection
 from processor.contracts.limits import Limits, decode_record
 from processor.contracts.outputs import (
@@ -61,6 +63,7 @@ from processor.engine import (
     replay,
 )
 from processor.engine.core import fire_due
+from processor.engine.erasure import forget
 from processor.engine.ordering import Arrival
 from processor.engine.triggers import TriggerFired
 
@@ -191,8 +194,17 @@ class Engine:
         ordering: PartitionOrder,
         on_state_written: StateWritten | None = None,
         on_tick_applied: Callable[[int], None] | None = None,
+        send_erased: Send | None = None,
+        on_state_deleted: StateDeleted | None = None,
+        on_erased: Callable[[int, str], None] | None = None,
+        settle: Settle | None = None,
     ) -> None:
         self.model = model
+        self.settle = settle
+        self.send_erased = send_erased
+        self.on_state_deleted = on_state_deleted
+        self.on_erased = on_erased
+        """Told (partition, customer_id) once a customer's keys are deleted (store compaction)."""
         self.ordering = ordering
         self.timers = timers
         self.on_tick_applied = on_tick_applied
@@ -204,7 +216,12 @@ class Engine:
         self.send_dead_letter = send_dead_letter
         self.ce_source = ce_source
         self.metrics = metrics
-        self.store = CustomerStore(states, chunks, on_state_written=self._state_written)
+        self.store = CustomerStore(
+            states,
+            chunks,
+            on_state_written=self._state_written,
+            on_state_deleted=self._state_deleted,
+        )
 
     def _state_written(
         self, partition: int, before: CustomerState | None, after: CustomerState
@@ -212,6 +229,11 @@ class Engine:
         self.timers.on_state_written(partition, before, after)
         if self.on_state_written is not None:
             self.on_state_written(partition, before, after)
+
+    def _state_deleted(self, partition: int, before: CustomerState) -> None:
+        self.timers.on_state_deleted(partition, before)
+        if self.on_state_deleted is not None:
+            self.on_state_deleted(partition, before)
 
     async def apply_bundle(self, raw: bytes, position: InputRecord) -> None:
         """Apply one bundle; ``position`` is where it was read, for dead letters."""
@@ -223,6 +245,9 @@ class Engine:
             return
         if envelope.tick is not None:
             await self._apply_tick(envelope.tick, position)
+            return
+        if envelope.forget is not None:
+            await self._apply_forget(envelope.forget, position.partition)
             return
         released = await self.ordering.release(envelope, position.partition, position.offset)
         by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)
@@ -277,6 +302,32 @@ class Engine:
     def _count(self, event: Event, origin: InputPosition | None, outcome: str) -> None:
         if origin is not None:
             self.metrics.outcome(event.topic, origin[0], outcome)
+
+    async def _apply_forget(self, message: ForgetMessage, partition: int) -> None:
+        """Forget a customer on the partition that owns it, then confirm (processor/app/erasure.py).
+
+        Its held events arrived before the request: they are dropped, and counted
+        ``erased``. Then the store tombstones its chunks and, last, its state (a
+        replay that still finds the state does everything again; one that finds
+        none tombstones the state key again and confirms, with the same id and
+        bytes). The confirmation goes out only once every tombstone is delivered
+        (``settle``). A failure raises: fail-stop.
+        """
+        if self.send_erased is None:
+            raise RuntimeError("a forget request, but no erasures topic to confirm on")
+        request = message.request
+        state = self.store.get(request.customer_id)
+        decision = forget(state, request)
+        for held in await self.ordering.drop_customer(partition, request.customer_id):
+            self.metrics.outcome(held.event.topic, held.key[2], "erased")
+        await self.store.delete(partition, request.customer_id, decision, state, self.settle)
+        if self.on_erased is not None:
+            self.on_erased(partition, request.customer_id)
+        if self.settle is not None and not await self.settle():
+            raise RuntimeError(f"the tombstones of {request.customer_id!r} were not delivered")
+        await self.send_erased(encode_customer_erased(decision.confirmation, self.ce_source), None)
+        self.metrics.outcome(message.source[0], message.source[1], "applied")
+        self.metrics.erasures.labels("found" if decision.had_state else "none").inc()
 
     async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
         """Fire the partition's due timers; a replayed tick re-emits what it fired."""

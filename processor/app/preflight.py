@@ -72,6 +72,8 @@ def public_topics(settings: Settings) -> list[str]:
         settings.stage_changes_topic,
         settings.triggers_topic,
         settings.dead_letter_topic,
+        settings.erasure_requests_topic,
+        settings.erasures_topic,
     ]
 
 

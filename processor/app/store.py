@@ -4,13 +4,14 @@ Sits above the tables (the :class:`~processor.app.pipeline.StateTable` protocol,
 Faust tables and the dict tables of tests both fit) and below the engine. Erasure
 needs this: deleting a customer touches every table it has keys in, the timer
 index and the funnel counts, in an order that a crash at any point leaves
-repeatable (chunks first, the state last: a replayed forget that still finds the
-state does everything again; one that finds none only confirms).
+repeatable (chunks first, delivered before the state goes, the state last: a
+replayed forget that still finds the state does everything again; one that
+finds none tombstones the state key again and confirms).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from processor.contracts.state import chunk_key, decode_state, encode_state
@@ -28,6 +29,9 @@ class StateTable(Protocol):
 
 StateWritten = Callable[[int, "CustomerState | None", "CustomerState"], None]
 """Told (partition, before, after) on every state write: keeps the local funnel current."""
+
+Settle = Callable[[], Awaitable[bool]]
+"""Waits for every delivery so far; False if one failed (failstop.Deliveries.settle)."""
 
 StateDeleted = Callable[[int, CustomerState], None]
 """Told (partition, the state deleted): the funnel and the timer index drop the customer."""
@@ -59,12 +63,26 @@ class CustomerStore:
             self.on_state_written(partition, before, after)
 
     async def delete(
-        self, partition: int, customer_id: str, decision: Forget, before: CustomerState | None
+        self,
+        partition: int,
+        customer_id: str,
+        decision: Forget,
+        before: CustomerState | None,
+        settle: Settle | None = None,
     ) -> None:
-        """Tombstone every key the decision names; a failed write raises (fail-stop)."""
+        """Tombstone every key the decision names; a failed write raises (fail-stop).
+
+        ``settle`` waits until the chunk tombstones are delivered, before the state
+        goes: a local delete happens at once and its changelog record later, so a
+        crash in between must still find the state (which names the chunks) for
+        the replayed forget to send them again. The state's own tombstone is
+        written even when no state is found: a replay after a crash may find the
+        local store ahead of the changelog.
+        """
         for index in decision.chunks:
             await self.chunks.delete(chunk_key(customer_id, index), partition)
-        if before is not None:
-            await self.states.delete(customer_id.encode(), partition)
-            if self.on_state_deleted is not None:
-                self.on_state_deleted(partition, before)
+        if decision.chunks and settle is not None and not await settle():
+            raise RuntimeError(f"the dedupe chunks of {customer_id!r} were not tombstoned")
+        await self.states.delete(customer_id.encode(), partition)
+        if before is not None and self.on_state_deleted is not None:
+            self.on_state_deleted(partition, before)

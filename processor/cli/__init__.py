@@ -47,10 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="one event object per line; the topic comes "
         "from a 'source' field or from the event type",
     )
-    tail = command("tail", "Print stage changes (or dead letters, or triggers) as they arrive.")
+    forget = command(
+        "forget",
+        "Ask the workers to forget customers (GDPR erasure): one request per id on the "
+        "erasure-requests topic; each is confirmed on the erasures topic once its data is deleted.",
+    )
+    forget.add_argument("customer_ids", nargs="+", metavar="ID", help="customer id(s) to forget")
+    forget.add_argument(
+        "--request-id",
+        default=None,
+        help="name of the request, echoed in the confirmation (one ID only); default: a new UUID",
+    )
+    tail = command(
+        "tail", "Print stage changes (or dead letters, triggers, erasures) as they arrive."
+    )
     which = tail.add_mutually_exclusive_group()
     which.add_argument("--dead-letter", action="store_true", help="tail the dead-letter topic")
     which.add_argument("--triggers", action="store_true", help="tail the triggers topic")
+    which.add_argument(
+        "--erasures", action="store_true", help="tail the erasure confirmations topic"
+    )
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--limit", type=int, default=None, help="stop after this many records")
     demo = command(
@@ -81,12 +97,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_worker(settings)
         if args.command == "broker":
             return run_broker(args.port)
-        if args.command in ("produce", "tail"):
+        if args.command == "forget" and args.request_id is not None and len(args.customer_ids) > 1:
+            print("journey forget: --request-id names one request: give one ID", file=sys.stderr)
+            return 2
+        if args.command in ("produce", "tail", "forget"):
             asyncio.run(check_connection(settings, wait_seconds=10.0))
         if args.command == "produce":
             from processor.cli.io import produce_file
 
             return produce_file(args.file, settings, load_model(settings.definition), sys.stdout)
+        if args.command == "forget":
+            from processor.cli.io import forget_customers
+
+            return forget_customers(args.customer_ids, args.request_id, settings, sys.stdout)
         if args.command == "tail":
             from processor.cli.io import tail
 
@@ -95,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.dead_letter
                 else settings.triggers_topic
                 if args.triggers
+                else settings.erasures_topic
+                if args.erasures
                 else settings.stage_changes_topic
             )
             asyncio.run(tail(topic, settings, sys.stdout, args.from_beginning, args.limit))
@@ -136,7 +161,11 @@ def run_worker(settings: Settings) -> int:
         log.info("created topics %s", created)
     journey = create_app(settings, model, facts)
     worker = faust.Worker(journey.faust, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()  # returns only by raising SystemExit
+    try:
+        worker.execute_from_commandline()  # returns only by raising SystemExit
+    finally:
+        if journey.compactor is not None:
+            journey.compactor.close_and_reopen()  # a fresh MANIFEST without erased keys
     return 0
 
 

@@ -1,17 +1,21 @@
-"""Talking to the topics from a terminal: ``journey produce`` and ``journey tail``."""
+"""Talking to the topics from a terminal: ``journey produce``, ``forget`` and ``tail``."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from processor.contracts.erasure import encode_erasure_request
 from processor.engine import SOURCES, JourneyModel
+from processor.engine.erasure import ForgetRequest
 from processor.kafka_security import client_kwargs
 from processor.settings import Settings
 
@@ -82,6 +86,34 @@ def produce_file(path: Path, settings: Settings, model: JourneyModel, out: TextI
         return 2
     sent = asyncio.run(produce(settings, records))
     print(f"sent {sent} events from {path}", file=out)
+    return 0
+
+
+def forget_customers(
+    customer_ids: Sequence[str], request_id: str | None, settings: Settings, out: TextIO
+) -> int:
+    """Send one erasure request per id (key = the id); print each id with its request id.
+
+    The request id is what the confirmation on the erasures topic echoes; a new
+    UUID per id unless one is given. The workers do the deleting.
+    """
+    now = datetime.now(UTC)
+    requests = [ForgetRequest(c, request_id or str(uuid.uuid4()), now) for c in customer_ids]
+    for r in requests:
+        length = len(r.customer_id.encode("utf-8", "surrogatepass"))
+        if not 1 <= length <= settings.max_id_length:
+            print(
+                f"journey forget: {r.customer_id[:64]!r}: a customer id has 1 to "
+                f"{settings.max_id_length} UTF-8 bytes (JOURNEY_MAX_ID_LENGTH)",
+                file=sys.stderr,
+            )
+            return 2
+    topic = settings.erasure_requests_topic
+    records = [(topic, r.customer_id.encode(), encode_erasure_request(r)) for r in requests]
+    asyncio.run(produce(settings, records))
+    for r in requests:
+        print(f"{r.customer_id}\t{r.request_id}", file=out)
+    print(f"sent {len(requests)} erasure requests to {topic}", file=sys.stderr)
     return 0
 
 

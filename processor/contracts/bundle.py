@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from processor.engine import Event
+from processor.engine.erasure import ForgetRequest
 from processor.engine.ordering import Arrival, InputPartition, Mark
 
 BUNDLE_VERSION = 1
@@ -100,9 +101,55 @@ def _event(e: dict[str, Any]) -> Event:
     )
 
 
+FORGET_KIND = "forget"
+"""``kind`` of a forget control message (schemas/internal.forget.v1.json).
+
+Control messages are tagged with ``kind`` and versioned per kind with ``v``;
+a record without ``kind`` is a bundle (v1 or v2) or a v1 tick."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetMessage:
+    """Forget a customer on the partition that owns it; ``source`` is where the request was read.
+
+    It travels on the internal topic like a bundle, so it reaches the customer's
+    partition in order with the events routed before and after it.
+    """
+
+    request: ForgetRequest
+    source: tuple[str, int, int]
+    """The erasure request's input topic, partition and offset (its counted outcome)."""
+
+
+def encode_forget(message: ForgetMessage) -> bytes:
+    request = message.request
+    topic, partition, offset = message.source
+    return orjson.dumps(
+        {
+            "kind": FORGET_KIND,
+            "v": 1,
+            "customer_id": request.customer_id,
+            "request_id": request.request_id,
+            "requested_at": request.requested_at,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+        }
+    )
+
+
+def _forget(doc: dict[str, Any]) -> ForgetMessage:
+    if doc.get("kind") != FORGET_KIND or doc.get("v") != 1:
+        raise ValueError(f"unknown control message {doc.get('kind')!r} v{doc.get('v')!r}")
+    at = doc["requested_at"]
+    request = ForgetRequest(
+        doc["customer_id"], doc["request_id"], None if at is None else datetime.fromisoformat(at)
+    )
+    source = doc["source"]
+    return ForgetMessage(request, (source["topic"], source["partition"], source["offset"]))
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded record of the internal topic: arrivals with their marks, or a tick.
+    """A decoded record of the internal topic: arrivals with their marks, a tick, or a forget.
 
     ``ordered`` is False for a v1 bundle (no positions, no marks): its events are
     applied at once, as they were before event-time ordering.
@@ -112,6 +159,7 @@ class Envelope:
     marks: dict[InputPartition, Mark]
     tick: Tick | None = None
     ordered: bool = True
+    forget: ForgetMessage | None = None
 
 
 def encode_ordered_bundle(arrivals: list[Arrival], marks: dict[InputPartition, Mark]) -> bytes:
@@ -153,8 +201,10 @@ def encode_ordered_bundles(
 
 
 def decode_envelope(raw: bytes) -> Envelope:
-    """Any record of the internal topic: a v2 bundle, a v1 bundle or a (v1) tick."""
+    """Any record of the internal topic: a v2 bundle, a v1 bundle, a (v1) tick or a forget."""
     doc = orjson.loads(raw)
+    if "kind" in doc:
+        return Envelope([], {}, forget=_forget(doc), ordered=False)
     if doc.get("v") != ORDERED_BUNDLE_VERSION:
         events, tick = decode_message(raw)
         return Envelope([Arrival(e, 0, n) for n, e in enumerate(events)], {}, tick, False)

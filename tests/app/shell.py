@@ -13,6 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from processor.app.erasure import ErasureRouter
+from processor.app.funnel import StageCounts
 from processor.app.metrics import Metrics
 from processor.app.ordering import PartitionOrder, RouterClock
 from processor.app.pipeline import Engine, InputRecord, Router
@@ -75,6 +77,10 @@ class Shell:
     triggers: Sink
     dead_letters: Sink
     partitions: int
+    erasures: Sink = field(default_factory=Sink)
+    erasure_router: ErasureRouter | None = None
+    counts: StageCounts = field(default_factory=StageCounts)
+    order: DictTable = field(default_factory=DictTable)
     applied_bundles: int = 0
     offsets: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -87,6 +93,15 @@ class Shell:
             await self._apply(record.value, partition)
         if drain:
             await self.drain()
+
+    async def forget(self, records: list[InputRecord]) -> None:
+        """Route a batch of erasure requests and apply the forget messages it produced."""
+        assert self.erasure_router is not None
+        start = len(self.bundles.records)
+        await self.erasure_router.route(records)
+        for record, partition in self.bundles.records[start:]:
+            assert partition is not None
+            await self._apply(record.value, partition)
 
     async def drain(self) -> None:
         """Every input partition seen is caught up: release everything held, in order."""
@@ -107,7 +122,7 @@ class Shell:
 
     def sent(self) -> list[Record]:
         """Every record sent anywhere, bundles included."""
-        sinks = (self.bundles, self.changes, self.triggers, self.dead_letters)
+        sinks = (self.bundles, self.changes, self.triggers, self.dead_letters, self.erasures)
         return [record for sink in sinks for record, _ in sink.records]
 
 
@@ -119,7 +134,8 @@ def make_shell(
     states, chunks, order = DictTable(), DictTable(), DictTable()
     config = OrderingConfig(timedelta(seconds=2), 20_000, timedelta(seconds=300))
     clock = RouterClock(config, idle_timeout=1.0)
-    bundles, changes, triggers, dead_letters = Sink(), Sink(), Sink(), Sink()
+    bundles, changes, triggers, dead_letters, erasures = Sink(), Sink(), Sink(), Sink(), Sink()
+    counts = StageCounts()
     router = Router(
         model=model,
         sources=SOURCES,
@@ -141,6 +157,16 @@ def make_shell(
         metrics=metrics,
         timers=timers if timers is not None else TimerIndex(),
         ordering=PartitionOrder(order, config, lambda: frozenset(clock.seen), metrics),
+        send_erased=erasures,
+        on_state_written=counts.move,
+        on_state_deleted=counts.remove,
+    )
+    erasure_router = ErasureRouter(
+        partitions=partitions,
+        send_forget=bundles,
+        metrics=metrics,
+        dead_letters=router,
+        limits=limits,
     )
     return Shell(
         model,
@@ -154,6 +180,10 @@ def make_shell(
         triggers,
         dead_letters,
         partitions,
+        erasures,
+        erasure_router,
+        counts,
+        order,
     )
 
 

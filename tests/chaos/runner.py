@@ -103,6 +103,8 @@ def chaos_settings(config: ChaosConfig, broker_url: str, workdir: Path) -> Setti
         stage_changes_topic=f"{prefix}.stage-changes",
         dead_letter_topic=f"{prefix}.dead-letter",
         triggers_topic=f"{prefix}.triggers",
+        erasure_requests_topic=f"{prefix}.erasure-requests",
+        erasures_topic=f"{prefix}.erasures",
         session_timeout=config.session_timeout,
         batch_window=0.02,
         # A stalled partition stops its worker sooner than the default 60 s, so the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from processor.engine import load_model
 from processor.settings import Settings
 
 
-@pytest.mark.parametrize("command", ["worker", "broker", "produce", "tail", "demo"])
+@pytest.mark.parametrize("command", ["worker", "broker", "produce", "tail", "forget", "demo"])
 def test_every_command_documents_the_settings(command: str) -> None:
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
@@ -65,3 +67,33 @@ def test_produce_reports_lines_it_cannot_place() -> None:
     )
     assert records == []
     assert [p.split(":")[0] for p in problems] == ["line 1", "line 2", "line 3"]
+
+
+def test_forget_needs_an_id_and_documents_the_confirmation() -> None:
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["forget"]  # type: ignore[union-attr]
+    text = sub.format_help()
+    assert "--request-id" in text and "erasures topic" in text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["forget"])
+    args = parser.parse_args(["forget", "alice", "bob"])
+    assert args.customer_ids == ["alice", "bob"]
+
+
+def test_forget_refuses_one_request_id_for_several_customers() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "processor", "forget", "--request-id", "r", "a", "b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "one ID" in result.stderr
+
+
+def test_forget_refuses_ids_the_workers_would_dead_letter() -> None:
+    from processor.cli.io import forget_customers
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = forget_customers(["x" * 300], None, Settings(), io.StringIO())
+    assert code == 2 and "JOURNEY_MAX_ID_LENGTH" in err.getvalue()

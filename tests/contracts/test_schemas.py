@@ -51,6 +51,8 @@ EXPECTED = {
     "internal.event-bundle.v2.json",
     "trigger.v1.json",
     "customer-erased.v1.json",
+    "erasure-request.v1.json",
+    "internal.forget.v1.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()
@@ -127,6 +129,8 @@ def test_the_readme_lists_every_schema_and_topic() -> None:
         "journey.support",
         "journey.stage-changes",
         "journey.dead-letter",
+        "journey.erasure-requests",
+        "journey.erasures",
         "<app_id>-events-by-customer",
     ):
         assert f"| `{topic}` |" in readme

@@ -58,6 +58,8 @@ def isolated_settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
         stage_changes_topic=f"{prefix}.stage-changes",
         dead_letter_topic=f"{prefix}.dead-letter",
         triggers_topic=f"{prefix}.triggers",
+        erasure_requests_topic=f"{prefix}.erasure-requests",
+        erasures_topic=f"{prefix}.erasures",
         session_timeout=6.0,
         batch_window=0.02,
     )
