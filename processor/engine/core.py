@@ -66,6 +66,11 @@ class Event(msgspec.Struct, frozen=True):
     late: bool = False
     """It arrived after the partition's event-time clock had passed it (see ordering.py);
     the stage changes it causes say so."""
+    anonymous_id: str | None = None
+    """The visitor's anonymous id, when the event carries one (input.event.v2.json).
+
+    Equal to ``customer_id`` while the visitor is not known yet; different on an
+    identify event, which links the anonymous id to the customer (see identity.py)."""
 
 
 class TriggerRef(msgspec.Struct, frozen=True):
