@@ -106,6 +106,16 @@ class StageChange(msgspec.Struct, frozen=True):
         return stage_change_id(self)
 
 
+class MergedStageChange(StageChange, frozen=True, kw_only=True):
+    """A stage change made by merging an anonymous journey into the customer's (identity.py).
+
+    A subclass rather than an optional field, so that every other change and every
+    stored state encodes byte for byte as before."""
+
+    merged_from: str
+    """The anonymous id whose journey was merged."""
+
+
 def stage_change_id(change: StageChange) -> str:
     """A UUIDv5 of the change's whole content (stage-change.v2).
 
@@ -116,7 +126,7 @@ def stage_change_id(change: StageChange) -> str:
     ``uuid5(customer, sequence)`` (v1) would then name two payloads.
     """
     previous = change.previous_stage_entered_at
-    content = (
+    content: tuple[object, ...] = (
         change.customer_id,
         change.cycle,
         change.sequence,
@@ -131,6 +141,8 @@ def stage_change_id(change: StageChange) -> str:
         change.model_version,
         change.late,
     )
+    if isinstance(change, MergedStageChange):  # appended only then: other ids are unchanged
+        content = (*content, change.merged_from)
     return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, repr(content)))
 
 
