@@ -43,10 +43,12 @@ counts, ids and times: its history is treated as belonging to an earlier cycle.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+import msgspec
 from msgspec.structs import replace
 
 from processor.engine.core import (
@@ -279,3 +281,43 @@ def _dedupe(
     open_ids = tuple(i if i is not None else via for i in tail)
     old_window = max(0, start - DEDUPE_KEEP_CHUNKS)
     return tuple(sealed), open_ids, range(old_window, max(old_window, min(start, window)))
+
+
+IDENTITY_NAMESPACE = uuid.UUID("3c7e1a52-9d4b-5f06-8a2e-6964656e7469")
+"""Namespace of ``identity_merged`` ids. Never change it."""
+
+
+class IdentityMerged(msgspec.Struct, frozen=True):
+    """The anonymous id's final record: its journey now continues as the customer's.
+
+    Everything in it comes from the identify event alone, not from the anonymous
+    state at the time, so that a replay after a crash (which may find that state
+    already tombstoned) publishes the same bytes.
+    """
+
+    anonymous_id: str
+    customer_id: str
+    identify: TriggerRef
+    identified_at: datetime
+    model_name: str
+    model_version: str
+
+    @property
+    def id(self) -> str:
+        """A UUIDv5 of the two ids and the identify event id: identical on every replay."""
+        key = f"{self.anonymous_id}\x1f{self.customer_id}\x1f{self.identify.event_id}"
+        return str(uuid.uuid5(IDENTITY_NAMESPACE, key))
+
+
+def identity_merged(event: Event, model: JourneyModel) -> IdentityMerged:
+    """The final record an identify event gives its anonymous id."""
+    if not is_identify(event, model) or event.anonymous_id is None:
+        raise ValueError(f"{event.event_id!r} is not an identify event of this model")
+    return IdentityMerged(
+        anonymous_id=event.anonymous_id,
+        customer_id=event.customer_id,
+        identify=TriggerRef(event.event_id, event.topic, event.type),
+        identified_at=event.occurred_at,
+        model_name=model.name,
+        model_version=model.version,
+    )

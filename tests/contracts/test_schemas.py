@@ -57,6 +57,7 @@ EXPECTED = {
     "customer-erased.v1.json",
     "erasure-request.v1.json",
     "internal.forget.v1.json",
+    "identity-merged.v1.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()
@@ -135,6 +136,7 @@ def test_the_readme_lists_every_schema_and_topic() -> None:
         "journey.dead-letter",
         "journey.erasure-requests",
         "journey.erasures",
+        "journey.identities",
         "<app_id>-events-by-customer",
     ):
         assert f"| `{topic}` |" in readme

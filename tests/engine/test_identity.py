@@ -461,3 +461,25 @@ def test_which_events_identify_and_which_are_anonymous():
     assert is_anonymous(with_ids(base, customer_id="anon", anonymous_id="anon"))
     assert not is_anonymous(with_ids(base, customer_id="c", anonymous_id="anon"))
     assert not is_anonymous(base)
+
+
+def test_the_engine_imports_no_shell_library():
+    """Functional core: nothing under processor/engine imports faust, aiokafka or the shell."""
+    import ast
+    from pathlib import Path
+
+    import processor.engine
+
+    root = Path(processor.engine.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in ("faust", "aiokafka", "mode"), (path.name, name)
+                assert not name.startswith("processor.app"), (path.name, name)

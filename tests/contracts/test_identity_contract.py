@@ -1,0 +1,112 @@
+"""The anonymous id's final record: it validates, has CloudEvents headers, replays identically."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processor.contracts.identity import IDENTITY_MERGED_TYPE, encode_identity_merged
+from processor.engine import Event, load_model
+from processor.engine.identity import IdentityMerged, identity_merged
+from tests.schemas import ALL, validator
+
+MERGED = validator("identity-merged.v1.json")
+MODEL = load_model()
+ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=20)
+
+
+def identify(customer: str, anonymous: str, event_id: str, when: datetime) -> Event:
+    return Event(
+        event_id, customer, "clickstream", "journey.clickstream", "identify", when,
+        anonymous_id=anonymous,
+    )  # fmt: skip
+
+
+@given(
+    customer=ids,
+    anonymous=ids,
+    event_id=ids,
+    when=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+)
+def test_real_records_validate_and_carry_cloudevent_headers(
+    customer: str, anonymous: str, event_id: str, when: datetime
+) -> None:
+    if customer == anonymous:
+        return
+    merged = identity_merged(identify(customer, anonymous, event_id, when), MODEL)
+    record = encode_identity_merged(merged, "/journey-processor/t")
+    doc = orjson.loads(record.value)
+    MERGED.validate(doc)
+    assert (doc["anonymous_id"], doc["customer_id"]) == (anonymous, customer)
+    assert doc["identify"] == {
+        "event_id": event_id,
+        "topic": "journey.clickstream",
+        "type": "identify",
+    }
+    assert datetime.fromisoformat(doc["identified_at"].replace("Z", "+00:00")) == when
+    assert doc["model"] == MODEL.label
+    assert uuid.UUID(doc["id"]).version == 5
+    headers = dict(record.headers)
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_type"] == IDENTITY_MERGED_TYPE.encode()
+    assert headers["ce_id"] == doc["id"].encode()
+    assert headers["ce_time"] == doc["identified_at"].encode()
+    assert headers["ce_subject"] == anonymous.encode()
+    assert headers["ce_source"] == b"/journey-processor/t"
+    assert record.key == anonymous.encode()
+
+
+def test_a_replayed_identify_gives_identical_bytes_and_id() -> None:
+    when = datetime(2026, 3, 2, 8, 13, 59, tzinfo=UTC)
+    first = encode_identity_merged(identity_merged(identify("c", "a", "e", when), MODEL), "/s")
+    again = encode_identity_merged(identity_merged(identify("c", "a", "e", when), MODEL), "/s")
+    assert first == again
+
+
+def test_the_id_names_the_two_ids_and_the_identify_event() -> None:
+    when = datetime(2026, 3, 2, tzinfo=UTC)
+    base = identity_merged(identify("c", "a", "e", when), MODEL)
+    others = [
+        identity_merged(identify("c2", "a", "e", when), MODEL),
+        identity_merged(identify("c", "a2", "e", when), MODEL),
+        identity_merged(identify("c", "a", "e2", when), MODEL),
+    ]
+    assert len({base.id, *(o.id for o in others)}) == 4
+    namespace = uuid.UUID("3c7e1a52-9d4b-5f06-8a2e-6964656e7469")
+    assert base.id == str(uuid.uuid5(namespace, "a\x1fc\x1fe"))
+
+
+def test_the_examples_are_what_the_encoder_writes() -> None:
+    for example in ALL["identity-merged.v1.json"]["examples"]:
+        when = datetime.fromisoformat(example["identified_at"].replace("Z", "+00:00"))
+        event = identify(
+            example["customer_id"], example["anonymous_id"], example["identify"]["event_id"], when
+        )
+        record = encode_identity_merged(identity_merged(event, MODEL), "/s")
+        assert orjson.loads(record.value) == example
+
+
+@pytest.mark.parametrize(
+    ("customer", "anonymous", "type_"),
+    [("c", "c", "identify"), ("c", None, "identify"), ("c", "a", "page_view")],
+)
+def test_only_an_identify_event_makes_one(customer: str, anonymous: str | None, type_: str) -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    event = Event(
+        "e", customer, "clickstream", "journey.clickstream", type_, when, anonymous_id=anonymous
+    )
+    with pytest.raises(ValueError, match="not an identify event"):
+        identity_merged(event, MODEL)
+
+
+def test_the_record_type_is_the_engines() -> None:
+    assert IdentityMerged.__struct_fields__ == (
+        "anonymous_id", "customer_id", "identify", "identified_at", "model_name", "model_version",
+    )  # fmt: skip
