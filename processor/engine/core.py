@@ -110,7 +110,10 @@ class MergedStageChange(StageChange, frozen=True, kw_only=True):
     """A stage change made by merging an anonymous journey into the customer's (identity.py).
 
     A subclass rather than an optional field, so that every other change and every
-    stored state encodes byte for byte as before."""
+    stored state encodes byte for byte as before. Its id is a v2 content id like any
+    other (recomputable from the stage-change.v2 document; the identify event as its
+    trigger keeps it apart); the anonymous id travels in the ``ce_journeymergedfrom``
+    header."""
 
     merged_from: str
     """The anonymous id whose journey was merged."""
@@ -126,7 +129,7 @@ def stage_change_id(change: StageChange) -> str:
     ``uuid5(customer, sequence)`` (v1) would then name two payloads.
     """
     previous = change.previous_stage_entered_at
-    content: tuple[object, ...] = (
+    content = (
         change.customer_id,
         change.cycle,
         change.sequence,
@@ -141,8 +144,6 @@ def stage_change_id(change: StageChange) -> str:
         change.model_version,
         change.late,
     )
-    if isinstance(change, MergedStageChange):  # appended only then: other ids are unchanged
-        content = (*content, change.merged_from)
     return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, repr(content)))
 
 

@@ -5,17 +5,27 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from processor.contracts.identity import IDENTITY_MERGED_TYPE, encode_identity_merged
-from processor.engine import Event, load_model
-from processor.engine.identity import IdentityMerged, identity_merged
+from processor.contracts.outputs import (
+    MERGED_FROM_HEADER,
+    STAGE_CHANGED_TYPE,
+    encode_stage_change,
+    stage_change_from_document,
+)
+from processor.contracts.state import decode_state, encode_state
+from processor.engine import CustomerState, Event, StageChange, TriggerRef, apply, load_model
+from processor.engine.core import MergedStageChange
+from processor.engine.identity import IdentityMerged, identity_merged, merge
 from tests.schemas import ALL, validator
 
 MERGED = validator("identity-merged.v1.json")
+STAGE_CHANGE = validator("stage-change.v2.json")
 MODEL = load_model()
 ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=20)
 
@@ -110,3 +120,52 @@ def test_the_record_type_is_the_engines() -> None:
     assert IdentityMerged.__struct_fields__ == (
         "anonymous_id", "customer_id", "identify", "identified_at", "model_name", "model_version",
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- merged changes
+
+
+def _merged_state() -> tuple[CustomerState, MergedStageChange]:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    a = apply(None, Event("a1", "c", "clickstream", "journey.clickstream", "page_view", t0), MODEL)
+    b = apply(
+        None, Event("b1", "anon", "clickstream", "journey.clickstream", "add_to_cart", t0), MODEL
+    )
+    via = TriggerRef("login-1", "journey.clickstream", "identify")
+    merged = merge(a.state, b.state, MODEL, into="c", via=via)
+    (change,) = merged.changes
+    assert isinstance(change, MergedStageChange) and merged.state is not None
+    return merged.state, change
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_merged_change_survives_the_state_codec(late: bool) -> None:
+    state, change = _merged_state()
+    if late:
+        change = msgspec.structs.replace(change, late=True)
+        state = msgspec.structs.replace(state, recent_changes=(change,))
+    restored = decode_state(encode_state(state))
+    assert restored == state
+    assert isinstance(restored.recent_changes[-1], MergedStageChange)
+    assert restored.recent_changes[-1].id == change.id
+
+
+def test_a_merged_change_is_a_v2_stage_change_with_the_merge_in_a_header() -> None:
+    _, change = _merged_state()
+    record = encode_stage_change(change, "/s")
+    doc = orjson.loads(record.value)
+    STAGE_CHANGE.validate(doc)
+    assert stage_change_from_document(doc).id == doc["id"] == change.id
+    assert doc["trigger"] == {
+        "event_id": "login-1",
+        "topic": "journey.clickstream",
+        "type": "identify",
+    }
+    assert (doc["from_stage"], doc["to_stage"]) == ("need_recognition", "evaluation")
+    headers = dict(record.headers)
+    assert headers[MERGED_FROM_HEADER] == b"anon"
+    assert headers["ce_type"] == STAGE_CHANGED_TYPE.encode()
+    fields = {f: getattr(change, f) for f in StageChange.__struct_fields__}
+    plain = encode_stage_change(StageChange(**fields), "/s")
+    assert plain.value == record.value
+    assert MERGED_FROM_HEADER not in dict(plain.headers)
