@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from processor.engine import Event
+from processor.contracts.state import decode_state, encode_state
+from processor.engine import CustomerState, Event, TriggerRef
 from processor.engine.erasure import ForgetRequest
 from processor.engine.ordering import Arrival, InputPartition, Mark
 
@@ -217,3 +218,71 @@ def decode_envelope(raw: bytes) -> Envelope:
         for topic, partition, at, idle in doc["marks"]
     }
     return Envelope(arrivals, marks)
+
+
+MERGE_KIND = "merge"
+"""``kind`` of a merge control message (schemas/internal.merge.v1.json)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergeMessage:
+    """Merge an anonymous journey into a customer's, on the partition that owns the customer.
+
+    The anonymous id's partition sends it, re-partitioned by ``customer_id``,
+    when it applies an identify event: it carries the anonymous state and its
+    sealed dedupe chunks as they were then, so the customer's partition can call
+    :func:`processor.engine.identity.merge` without reading another partition.
+    A replayed identify sends the same message; the customer remembers the
+    identify event id, so the repeat is a duplicate.
+    """
+
+    customer_id: str
+    anonymous_id: str
+    identify: TriggerRef
+    identified_at: datetime
+    state: CustomerState | None
+    chunks: tuple[tuple[str, ...], ...]
+    """The anonymous side's sealed dedupe chunks in its window, oldest first."""
+    source: tuple[str, int, int]
+    """The identify event's input topic, partition and offset."""
+
+
+def encode_merge(message: MergeMessage) -> bytes:
+    topic, partition, offset = message.source
+    state = None if message.state is None else orjson.Fragment(encode_state(message.state))
+    return orjson.dumps(
+        {
+            "kind": MERGE_KIND,
+            "v": 1,
+            "customer_id": message.customer_id,
+            "anonymous_id": message.anonymous_id,
+            "identify": {
+                "event_id": message.identify.event_id,
+                "topic": message.identify.topic,
+                "type": message.identify.type,
+                "occurred_at": message.identified_at,
+            },
+            "state": state,
+            "chunks": [list(chunk) for chunk in message.chunks],
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+        }
+    )
+
+
+def decode_merge(raw: bytes) -> MergeMessage:
+    """A merge control message; raises ValueError for another kind or version."""
+    doc = orjson.loads(raw)
+    if doc.get("kind") != MERGE_KIND or doc.get("v") != 1:
+        raise ValueError(f"unknown control message {doc.get('kind')!r} v{doc.get('v')!r}")
+    identify = doc["identify"]
+    state = doc["state"]
+    source = doc["source"]
+    return MergeMessage(
+        customer_id=doc["customer_id"],
+        anonymous_id=doc["anonymous_id"],
+        identify=TriggerRef(identify["event_id"], identify["topic"], identify["type"]),
+        identified_at=datetime.fromisoformat(identify["occurred_at"]),
+        state=None if state is None else decode_state(orjson.dumps(state)),
+        chunks=tuple(tuple(chunk) for chunk in doc["chunks"]),
+        source=(source["topic"], source["partition"], source["offset"]),
+    )

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from processor.contracts.bundle import MergeMessage, decode_merge, encode_merge
 from processor.contracts.identity import IDENTITY_MERGED_TYPE, encode_identity_merged
 from processor.contracts.outputs import (
     MERGED_FROM_HEADER,
@@ -169,3 +170,38 @@ def test_a_merged_change_is_a_v2_stage_change_with_the_merge_in_a_header() -> No
     plain = encode_stage_change(StageChange(**fields), "/s")
     assert plain.value == record.value
     assert MERGED_FROM_HEADER not in dict(plain.headers)
+
+
+# --------------------------------------------------------------------------- merge messages
+
+MERGE_MESSAGE = validator("internal.merge.v1.json")
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+def test_merge_messages_validate_and_round_trip(with_state: bool) -> None:
+    state, _ = _merged_state()
+    message = MergeMessage(
+        customer_id="c",
+        anonymous_id="anon",
+        identify=TriggerRef("login-1", "journey.clickstream", "identify"),
+        identified_at=datetime(2026, 3, 2, 8, tzinfo=UTC),
+        state=state if with_state else None,
+        chunks=(("e1", "e2"), ("e3",)),
+        source=("journey.clickstream", 2, 41),
+    )
+    raw = encode_merge(message)
+    MERGE_MESSAGE.validate(orjson.loads(raw))
+    assert decode_merge(raw) == message
+    assert encode_merge(decode_merge(raw)) == raw
+
+
+def test_the_merge_examples_decode_and_re_encode_byte_for_byte() -> None:
+    for example in ALL["internal.merge.v1.json"]["examples"]:
+        raw = orjson.dumps(example)
+        assert encode_merge(decode_merge(raw)) == raw
+
+
+def test_a_merge_message_of_another_version_is_refused() -> None:
+    example = ALL["internal.merge.v1.json"]["examples"][0]
+    with pytest.raises(ValueError, match="unknown control message"):
+        decode_merge(orjson.dumps(example | {"v": 2}))

@@ -58,6 +58,7 @@ EXPECTED = {
     "erasure-request.v1.json",
     "internal.forget.v1.json",
     "identity-merged.v1.json",
+    "internal.merge.v1.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()
