@@ -321,3 +321,61 @@ def identity_merged(event: Event, model: JourneyModel) -> IdentityMerged:
         model_name=model.name,
         model_version=model.version,
     )
+
+
+class Link(NamedTuple):
+    """What an identify event does on the anonymous id's partition (the shell carries it out).
+
+    Write the alias (``anonymous_id`` -> ``customer_id``) before anything else, so
+    that every later event of the anonymous id on this partition is forwarded;
+    send the anonymous state and chunks to the customer's partition (a merge
+    control message); tombstone the anonymous state and the chunks in
+    ``tombstones``; publish ``record``. All of it is a function of the identify
+    event and the anonymous state, so a replay redoes the same (the alias is
+    already there, the tombstones are repeats, the messages identical).
+    """
+
+    anonymous_id: str
+    customer_id: str
+    state: CustomerState | None
+    chunks: tuple[tuple[str, ...], ...]
+    tombstones: tuple[int, ...]
+    record: IdentityMerged
+
+
+def link(
+    state: CustomerState | None,
+    sealed: Sequence[Sequence[str]],
+    event: Event,
+    model: JourneyModel,
+) -> Link:
+    """Decide an identify event on the anonymous id's partition, given the anonymous state.
+
+    ``state`` must be the anonymous id's (None: nothing stored) and ``sealed`` its
+    sealed chunks in the window, oldest first. An anonymous id already linked to
+    another customer is not this function's business: the shell finds the alias
+    first and forwards the identify event to the customer it already names.
+    """
+    record = identity_merged(event, model)
+    if state is not None and state.customer_id != record.anonymous_id:
+        raise ValueError("the state belongs to another id than the event's anonymous_id")
+    return Link(
+        anonymous_id=record.anonymous_id,
+        customer_id=record.customer_id,
+        state=state,
+        chunks=tuple(tuple(chunk) for chunk in sealed),
+        tombstones=tuple(state.sealed_chunks) if state is not None else (),
+        record=record,
+    )
+
+
+def resolve(event: Event, alias: str | None) -> Event:
+    """An event as the engine applies it, given the alias of the id it is tracked under.
+
+    An anonymous-only event of a linked anonymous id belongs to the customer now
+    (its ``anonymous_id`` stays, so the customer's partition can tell); anything
+    else is applied under its own ``customer_id``.
+    """
+    if alias is None or not is_anonymous(event):
+        return event
+    return msgspec.structs.replace(event, customer_id=alias)

@@ -35,7 +35,7 @@ from processor.engine import (
     stage_change_id,
 )
 from processor.engine.core import MergedStageChange, fire_due
-from processor.engine.identity import Merged, is_anonymous, is_identify, merge
+from processor.engine.identity import Merged, is_anonymous, is_identify, link, merge, resolve
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import TriggerFired
 from tests.engine.test_properties import T0, ev, one_cycle
@@ -483,3 +483,77 @@ def test_the_engine_imports_no_shell_library():
                 top = name.split(".")[0]
                 assert top not in ("faust", "aiokafka", "mode"), (path.name, name)
                 assert not name.startswith("processor.app"), (path.name, name)
+
+
+# --------------------------------------------------------------------------- link and resolve
+
+
+def _identify_event(customer: str = CUSTOMER, anonymous: str = "anon-1") -> Event:
+    event = ev("clickstream", "identify", T0 + timedelta(days=1), "login-1")
+    return msgspec.structs.replace(event, customer_id=customer, anonymous_id=anonymous)
+
+
+@SETTINGS
+@given(one_cycle())
+def test_link_hands_over_the_anonymous_state_and_tombstones_its_chunks(events):
+    b = Party("anon-1", FULL).run(events)
+    decided = link(b.state, b.chunks(), _identify_event(), FULL)
+    assert (decided.anonymous_id, decided.customer_id) == ("anon-1", CUSTOMER)
+    assert decided.state == b.state
+    assert set(decided.tombstones) >= set(b.sealed)  # every chunk key the anonymous id has
+    assert [c for c in decided.chunks] == b.chunks()
+    assert decided.record.identify.event_id == "login-1"
+    again = link(b.state, b.chunks(), _identify_event(), FULL)
+    assert again == decided  # a replay decides the same
+
+
+def test_link_refuses_what_is_not_its_own():
+    b = Party("anon-2", FULL).run([ev("clickstream", "page_view", T0, "b1")])
+    with pytest.raises(ValueError, match="another id"):
+        link(b.state, (), _identify_event(), FULL)
+    with pytest.raises(ValueError, match="not an identify event"):
+        link(None, (), _identify_event(anonymous=CUSTOMER), FULL)
+
+
+def test_resolve_forwards_only_anonymous_events_of_a_linked_id():
+    anonymous = msgspec.structs.replace(
+        ev("clickstream", "page_view", T0, "x"), customer_id="anon-1", anonymous_id="anon-1"
+    )
+    assert resolve(anonymous, None) == anonymous
+    moved = resolve(anonymous, CUSTOMER)
+    assert (moved.customer_id, moved.anonymous_id) == (CUSTOMER, "anon-1")
+    known = msgspec.structs.replace(anonymous, customer_id="cust-9")
+    assert resolve(known, CUSTOMER) == known
+    plain = ev("clickstream", "page_view", T0, "y")
+    assert resolve(plain, CUSTOMER) == plain
+
+
+def test_a_whole_identity_flow_on_one_partition_pair():
+    """Anonymous events, identify, merge; a later anonymous-only event lands on the customer."""
+    anon = Party("anon-1", FULL).run(
+        [
+            msgspec.structs.replace(e, anonymous_id="anon-1")
+            for e in (
+                ev("clickstream", "product_view", T0, "b1"),
+                ev("clickstream", "add_to_cart", T0 + timedelta(hours=1), "b2"),
+            )
+        ]
+    )
+    customer = Party(CUSTOMER, FULL).run([ev("clickstream", "page_view", T0, "a1")])
+    decided = link(anon.state, anon.chunks(), _identify_event(), FULL)
+    anonymous_party = Party("anon-1", FULL)  # what the merge hands over travels in `decided`
+    anonymous_party.state, anonymous_party.sealed = decided.state, dict(enumerate(decided.chunks))
+    merged = customer.absorb(anonymous_party, decided.record.identify.event_id)
+    assert [(c.from_stage, c.to_stage) for c in merged.changes] == [
+        ("need_recognition", "evaluation")
+    ]
+    later = msgspec.structs.replace(
+        ev("clickstream", "order_completed", T0 + timedelta(days=2), "b3"),
+        customer_id="anon-1",
+        anonymous_id="anon-1",
+    )
+    assert resolve(later, decided.customer_id).customer_id == CUSTOMER
+    step = customer.send(resolve(later, decided.customer_id))
+    assert customer.state is not None and customer.state.stage == "purchase"
+    assert [c.customer_id for c in step.outputs if isinstance(c, StageChange)] == [CUSTOMER]
+    assert customer.send(resolve(later, decided.customer_id)).outcome == "duplicate"
