@@ -38,7 +38,7 @@ from processor.engine.core import MergedStageChange, fire_due
 from processor.engine.identity import Merged, is_anonymous, is_identify, link, merge, resolve
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import TriggerFired
-from tests.engine.test_properties import T0, ev, one_cycle
+from tests.engine.test_properties import T0, ev, many_cycles, one_cycle
 
 STAGES = dc_replace(load_model(), triggers=())
 FULL = load_model()
@@ -557,3 +557,50 @@ def test_a_whole_identity_flow_on_one_partition_pair():
     assert customer.state is not None and customer.state.stage == "purchase"
     assert [c.customer_id for c in step.outputs if isinstance(c, StageChange)] == [CUSTOMER]
     assert customer.send(resolve(later, decided.customer_id)).outcome == "duplicate"
+
+
+# --------------------------------------------------------------------------- across cycles
+
+
+@st.composite
+def histories_across_cycles(draw: st.DrawFn) -> tuple[list[Event], list[Event], list[Event]]:
+    def renamed(events: list[Event], prefix: str) -> list[Event]:
+        return [msgspec.structs.replace(e, event_id=prefix + e.event_id) for e in events]
+
+    return (
+        renamed(draw(many_cycles()), "a-"),
+        renamed(draw(many_cycles()), "b-"),
+        renamed(draw(many_cycles()), "l-"),
+    )
+
+
+@SETTINGS
+@given(histories_across_cycles())
+def test_across_cycles_a_merge_keeps_the_engines_invariants(histories):
+    """Beyond one cycle the policy is a summary (the later cycle leads), but still a state
+    the engine can go on with: its sequence continues, nothing applied is forgotten."""
+    a_events, b_events, later = histories
+    a = Party(CUSTOMER, FULL).run(a_events)
+    b = Party("anon-1", FULL).run(b_events)
+    before = a.state
+    merged = a.absorb(b, "identify-1")
+    state = a.state
+    if b.state is None:
+        assert state == before
+        return
+    assert state is not None
+    assert state.cycle == max(s.cycle for s in (before, b.state) if s is not None)
+    assert state.sequence == (0 if before is None else before.sequence) + len(merged.changes)
+    assert state.recent_changes[-1].to_stage == state.stage
+    assert state.recent_changes[-1].cycle == state.cycle
+    assert len(state.recent_event_ids) == state.applied_count % DEDUPE_CHUNK
+    assert set(a.sealed) <= set(state.sealed_chunks)
+    assert state.purchase_at is None or FULL.rank[state.stage] >= FULL.purchase_rank
+    assert applied_ids(a, a_events) | applied_ids(b, b_events) <= remembered(a)
+
+    a.run(later)
+    final = a.state
+    assert final is not None
+    assert len(final.recent_event_ids) == final.applied_count % DEDUPE_CHUNK
+    sequences = [c.sequence for c in final.recent_changes]
+    assert sequences == list(range(final.sequence - len(sequences) + 1, final.sequence + 1))
