@@ -27,6 +27,12 @@ BUNDLE_VERSION = 1
 ORDERED_BUNDLE_VERSION = 2
 """Bundles with input positions and watermark marks (schemas/internal.event-bundle.v2.json)."""
 
+ANONYMOUS_BUNDLE_VERSION = 3
+"""v2 plus each event's optional ``anonymous_id`` (schemas/internal.event-bundle.v3.json).
+
+Written only for a bundle that holds an event with an anonymous id, so every other
+bundle stays v2, byte for byte."""
+
 InputPosition = tuple[int, int]
 """Where an event was read: its input partition and offset (its topic is on the event).
 
@@ -99,6 +105,7 @@ def _event(e: dict[str, Any]) -> Event:
         type=e["type"],
         occurred_at=datetime.fromisoformat(e["occurred_at"]),
         properties=e["properties"],
+        anonymous_id=e.get("anonymous_id"),
     )
 
 
@@ -185,28 +192,33 @@ def encode_ordered_bundles(
         + b"}"
     )
     head = b'{"v":%d,"events":[' % ORDERED_BUNDLE_VERSION
+    anonymous_head = b'{"v":%d,"events":[' % ANONYMOUS_BUNDLE_VERSION  # same length
     bare = b'],"marks":[]}'
     parts: list[bytes] = []
+    anonymous = False
     size = len(head) + len(tail)
     for a in arrivals:
         doc = _event_document(a.event) | {"partition": a.partition, "offset": a.offset}
         if a.skewed:
             doc["skewed"] = True
+        if a.event.anonymous_id is not None:
+            doc["anonymous_id"] = a.event.anonymous_id
         part = orjson.dumps(doc)
         if parts and size + len(part) + 1 > max_bytes:
-            yield head + b",".join(parts) + bare
-            parts, size = [], len(head) + len(tail)
+            yield (anonymous_head if anonymous else head) + b",".join(parts) + bare
+            parts, size, anonymous = [], len(head) + len(tail), False
         parts.append(part)
+        anonymous = anonymous or a.event.anonymous_id is not None
         size += len(part) + 1
-    yield head + b",".join(parts) + tail
+    yield (anonymous_head if anonymous else head) + b",".join(parts) + tail
 
 
 def decode_envelope(raw: bytes) -> Envelope:
-    """Any record of the internal topic: a v2 bundle, a v1 bundle, a (v1) tick or a forget."""
+    """Any record of the internal topic: a v3 or v2 bundle, a v1 bundle, a (v1) tick or a forget."""
     doc = orjson.loads(raw)
     if "kind" in doc:
         return Envelope([], {}, forget=_forget(doc), ordered=False)
-    if doc.get("v") != ORDERED_BUNDLE_VERSION:
+    if doc.get("v") not in (ORDERED_BUNDLE_VERSION, ANONYMOUS_BUNDLE_VERSION):
         events, tick = decode_message(raw)
         return Envelope([Arrival(e, 0, n) for n, e in enumerate(events)], {}, tick, False)
     arrivals = [

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.contracts.bundle import MergeMessage, decode_merge, encode_merge
+from processor.contracts.bundle import (
+    MergeMessage,
+    decode_envelope,
+    decode_merge,
+    encode_merge,
+    encode_ordered_bundles,
+)
 from processor.contracts.identity import IDENTITY_MERGED_TYPE, encode_identity_merged
 from processor.contracts.outputs import (
     MERGED_FROM_HEADER,
@@ -23,6 +29,7 @@ from processor.contracts.state import decode_state, encode_state
 from processor.engine import CustomerState, Event, StageChange, TriggerRef, apply, load_model
 from processor.engine.core import MergedStageChange
 from processor.engine.identity import IdentityMerged, identity_merged, merge
+from processor.engine.ordering import Arrival, Mark
 from tests.schemas import ALL, validator
 
 MERGED = validator("identity-merged.v1.json")
@@ -205,3 +212,45 @@ def test_a_merge_message_of_another_version_is_refused() -> None:
     example = ALL["internal.merge.v1.json"]["examples"][0]
     with pytest.raises(ValueError, match="unknown control message"):
         decode_merge(orjson.dumps(example | {"v": 2}))
+
+
+# --------------------------------------------------------------------------- bundles
+
+BUNDLE_V2 = validator("internal.event-bundle.v2.json")
+BUNDLE_V3 = validator("internal.event-bundle.v3.json")
+
+
+@given(
+    anonymous=st.lists(st.one_of(st.none(), ids), min_size=1, max_size=8),
+    max_bytes=st.sampled_from([300, 700, 2**62]),
+)
+def test_bundles_carry_anonymous_ids_as_v3_and_stay_v2_without(
+    anonymous: list[str | None], max_bytes: int
+) -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def event(i: int, a: str | None) -> Event:
+        return Event(
+            f"e{i}", a or "c", "clickstream", "journey.clickstream", "page_view", t0, anonymous_id=a
+        )
+
+    arrivals = [Arrival(event(i, a), 0, i) for i, a in enumerate(anonymous)]
+    marks = {("journey.clickstream", 0): Mark(t0, False)}
+    raws = list(encode_ordered_bundles(arrivals, marks, max_bytes))
+    decoded = [a for raw in raws for a in decode_envelope(raw).arrivals]
+    assert decoded == arrivals
+    for raw in raws:
+        doc = orjson.loads(raw)
+        carries = any("anonymous_id" in e for e in doc["events"])
+        assert doc["v"] == (3 if carries else 2)
+        (BUNDLE_V3 if carries else BUNDLE_V2).validate(doc)
+    if all(a is None for a in anonymous):
+        plain = [Arrival(msgspec.structs.replace(a.event), 0, a.offset) for a in arrivals]
+        assert list(encode_ordered_bundles(plain, marks, max_bytes)) == raws
+
+
+def test_the_v3_bundle_examples_decode_with_their_anonymous_ids() -> None:
+    for example in ALL["internal.event-bundle.v3.json"]["examples"]:
+        envelope = decode_envelope(orjson.dumps(example))
+        expected = [e.get("anonymous_id") for e in example["events"]]
+        assert [a.event.anonymous_id for a in envelope.arrivals] == expected

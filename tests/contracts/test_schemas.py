@@ -59,6 +59,7 @@ EXPECTED = {
     "internal.forget.v1.json",
     "identity-merged.v1.json",
     "internal.merge.v1.json",
+    "internal.event-bundle.v3.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()
