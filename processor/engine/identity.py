@@ -6,8 +6,10 @@ dedupe chunks) to the customer's partition and calls :func:`merge` there with
 the customer's state ``a``. States keep summaries, not histories, so the merge
 combines summaries; the default policy is chosen so that within one cycle (where
 the engine's final state does not depend on arrival order) the result is what
-applying the union of both histories would give, and every later event then
-lands exactly as it would on that union. Field by field:
+applying the union of both (disjoint) histories would give in every field that
+does not depend on arrival order (stage, cycle, purchase, last event and latest
+support times, applied count, remembered ids), and every later event then lands
+exactly as it would on that union (tests/engine/test_identity.py). Field by field:
 
 * ``cycle``: the larger. A merge never starts a cycle itself (two purchases in one
   cycle number, one from each side, stay one cycle anchored at the later).
@@ -28,7 +30,7 @@ lands exactly as it would on that union. Field by field:
   they would not have been. :class:`Merged` says which chunks to store and which
   of the customer's chunks leave the window.
 * ``sequence``: the customer's continues. If the merge moves the customer (stage
-  or cycle), it emits one stage change marked ``merged_from`` (the anonymous id),
+  or cycle), it emits one :class:`MergedStageChange` (``merged_from``: the anonymous id),
   triggered and caused by the identify event. The anonymous side's own changes
   stay its own (they carry its id); the customer's recent changes are kept.
 * triggers: firing counts of the merged cycle take the maximum per rule, so a rule
