@@ -389,6 +389,9 @@ def _encode_held(held: list[Held]) -> bytes:
                 h.key[2],
                 h.key[3],
                 h.arrived_at,
+                # An anonymous id is appended only when there is one: records of events
+                # without one stay as they were (and readable by the previous release).
+                *(() if h.event.anonymous_id is None else (h.event.anonymous_id,)),
             ]
             for h in held
         ]
@@ -397,11 +400,13 @@ def _encode_held(held: list[Held]) -> bytes:
 
 def _decode_held(raw: bytes, origin: int) -> list[Held]:
     held = []
-    for event_id, customer, source, topic, type_, at, props, part, off, arrived in orjson.loads(
-        raw
-    ):
+    for row in orjson.loads(raw):
+        event_id, customer, source, topic, type_, at, props, part, off, arrived, *rest = row
         occurred = datetime.fromisoformat(at)
-        event = Event(event_id, customer, source, topic, type_, occurred, props)
+        anonymous_id = rest[0] if rest else None
+        event = Event(
+            event_id, customer, source, topic, type_, occurred, props, anonymous_id=anonymous_id
+        )
         key: Key = (occurred, topic, part, off)
         held.append(Held(key, event, datetime.fromisoformat(arrived), origin))
     return held

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from processor.engine import Event
+from processor.contracts.state import decode_state, encode_state
+from processor.engine import CustomerState, Event, TriggerRef
 from processor.engine.erasure import ForgetRequest
 from processor.engine.ordering import Arrival, InputPartition, Mark
 
@@ -25,6 +26,12 @@ BUNDLE_VERSION = 1
 
 ORDERED_BUNDLE_VERSION = 2
 """Bundles with input positions and watermark marks (schemas/internal.event-bundle.v2.json)."""
+
+ANONYMOUS_BUNDLE_VERSION = 3
+"""v2 plus each event's optional ``anonymous_id`` (schemas/internal.event-bundle.v3.json).
+
+Written only for a bundle that holds an event with an anonymous id, so every other
+bundle stays v2, byte for byte."""
 
 InputPosition = tuple[int, int]
 """Where an event was read: its input partition and offset (its topic is on the event).
@@ -98,6 +105,7 @@ def _event(e: dict[str, Any]) -> Event:
         type=e["type"],
         occurred_at=datetime.fromisoformat(e["occurred_at"]),
         properties=e["properties"],
+        anonymous_id=e.get("anonymous_id"),
     )
 
 
@@ -184,28 +192,33 @@ def encode_ordered_bundles(
         + b"}"
     )
     head = b'{"v":%d,"events":[' % ORDERED_BUNDLE_VERSION
+    anonymous_head = b'{"v":%d,"events":[' % ANONYMOUS_BUNDLE_VERSION  # same length
     bare = b'],"marks":[]}'
     parts: list[bytes] = []
+    anonymous = False
     size = len(head) + len(tail)
     for a in arrivals:
         doc = _event_document(a.event) | {"partition": a.partition, "offset": a.offset}
         if a.skewed:
             doc["skewed"] = True
+        if a.event.anonymous_id is not None:
+            doc["anonymous_id"] = a.event.anonymous_id
         part = orjson.dumps(doc)
         if parts and size + len(part) + 1 > max_bytes:
-            yield head + b",".join(parts) + bare
-            parts, size = [], len(head) + len(tail)
+            yield (anonymous_head if anonymous else head) + b",".join(parts) + bare
+            parts, size, anonymous = [], len(head) + len(tail), False
         parts.append(part)
+        anonymous = anonymous or a.event.anonymous_id is not None
         size += len(part) + 1
-    yield head + b",".join(parts) + tail
+    yield (anonymous_head if anonymous else head) + b",".join(parts) + tail
 
 
 def decode_envelope(raw: bytes) -> Envelope:
-    """Any record of the internal topic: a v2 bundle, a v1 bundle, a (v1) tick or a forget."""
+    """Any record of the internal topic: a v3 or v2 bundle, a v1 bundle, a (v1) tick or a forget."""
     doc = orjson.loads(raw)
     if "kind" in doc:
         return Envelope([], {}, forget=_forget(doc), ordered=False)
-    if doc.get("v") != ORDERED_BUNDLE_VERSION:
+    if doc.get("v") not in (ORDERED_BUNDLE_VERSION, ANONYMOUS_BUNDLE_VERSION):
         events, tick = decode_message(raw)
         return Envelope([Arrival(e, 0, n) for n, e in enumerate(events)], {}, tick, False)
     arrivals = [
@@ -217,3 +230,71 @@ def decode_envelope(raw: bytes) -> Envelope:
         for topic, partition, at, idle in doc["marks"]
     }
     return Envelope(arrivals, marks)
+
+
+MERGE_KIND = "merge"
+"""``kind`` of a merge control message (schemas/internal.merge.v1.json)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergeMessage:
+    """Merge an anonymous journey into a customer's, on the partition that owns the customer.
+
+    The anonymous id's partition sends it, re-partitioned by ``customer_id``,
+    when it applies an identify event: it carries the anonymous state and its
+    sealed dedupe chunks as they were then, so the customer's partition can call
+    :func:`processor.engine.identity.merge` without reading another partition.
+    A replayed identify sends the same message; the customer remembers the
+    identify event id, so the repeat is a duplicate.
+    """
+
+    customer_id: str
+    anonymous_id: str
+    identify: TriggerRef
+    identified_at: datetime
+    state: CustomerState | None
+    chunks: tuple[tuple[str, ...], ...]
+    """The anonymous side's sealed dedupe chunks in its window, oldest first."""
+    source: tuple[str, int, int]
+    """The identify event's input topic, partition and offset."""
+
+
+def encode_merge(message: MergeMessage) -> bytes:
+    topic, partition, offset = message.source
+    state = None if message.state is None else orjson.Fragment(encode_state(message.state))
+    return orjson.dumps(
+        {
+            "kind": MERGE_KIND,
+            "v": 1,
+            "customer_id": message.customer_id,
+            "anonymous_id": message.anonymous_id,
+            "identify": {
+                "event_id": message.identify.event_id,
+                "topic": message.identify.topic,
+                "type": message.identify.type,
+                "occurred_at": message.identified_at,
+            },
+            "state": state,
+            "chunks": [list(chunk) for chunk in message.chunks],
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+        }
+    )
+
+
+def decode_merge(raw: bytes) -> MergeMessage:
+    """A merge control message; raises ValueError for another kind or version."""
+    doc = orjson.loads(raw)
+    if doc.get("kind") != MERGE_KIND or doc.get("v") != 1:
+        raise ValueError(f"unknown control message {doc.get('kind')!r} v{doc.get('v')!r}")
+    identify = doc["identify"]
+    state = doc["state"]
+    source = doc["source"]
+    return MergeMessage(
+        customer_id=doc["customer_id"],
+        anonymous_id=doc["anonymous_id"],
+        identify=TriggerRef(identify["event_id"], identify["topic"], identify["type"]),
+        identified_at=datetime.fromisoformat(identify["occurred_at"]),
+        state=None if state is None else decode_state(orjson.dumps(state)),
+        chunks=tuple(tuple(chunk) for chunk in doc["chunks"]),
+        source=(source["topic"], source["partition"], source["offset"]),
+    )

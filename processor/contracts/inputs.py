@@ -1,4 +1,7 @@
-"""Decoding input records: exactly what ``schemas/input.*.v1.json`` accept becomes an Event.
+"""Decoding input records: exactly what ``schemas/input.*.v2.json`` accept becomes an Event.
+
+v2 adds the optional ``anonymous_id`` to v1 (a non-empty string); a v1 document
+without it decodes as before.
 
 Anything else becomes a :class:`Rejection` with a short reason code, which the
 shell dead-letters. Decoding never raises on bad bytes.
@@ -6,7 +9,7 @@ shell dead-letters. Decoding never raises on bad bytes.
 Two decoders, one contract. :func:`decode_exact` (orjson, then field checks) is
 the definition: it says what is accepted and why not. :func:`decode_event` first
 tries a typed msgspec decoder that only accepts the common shape of a valid
-event (the five known fields, flat scalar properties, no ``\\u`` escapes, ints
+event (the six known fields, flat scalar properties, no ``\\u`` escapes, ints
 that orjson keeps as ints), and hands everything else to :func:`decode_exact`.
 So a rejection's reason and detail always come from the exact decoder, and a
 property test checks that both agree on every input.
@@ -109,6 +112,8 @@ class _Common(msgspec.Struct, forbid_unknown_fields=True):
     type: str
     occurred_at: str
     properties: dict[str, Scalar] = msgspec.field(default_factory=dict)
+    anonymous_id: str | msgspec.UnsetType = msgspec.UNSET
+    """UNSET when absent; an explicit null is not a string, so it fails here and goes exact."""
 
 
 _decode_common = msgspec.json.Decoder(_Common).decode
@@ -134,7 +139,9 @@ def decode_event(raw: bytes | None, source: Source, topic: str) -> Event | Rejec
     for value in properties.values():
         if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
             return decode_exact(raw, source, topic)
-    occurred_at = parse_timestamp(doc.occurred_at) if doc.event_id and doc.customer_id else None
+    anonymous_id = None if doc.anonymous_id is msgspec.UNSET else doc.anonymous_id
+    valid_ids = doc.event_id and doc.customer_id and anonymous_id != ""
+    occurred_at = parse_timestamp(doc.occurred_at) if valid_ids else None
     if occurred_at is None:
         return decode_exact(raw, source, topic)
     return Event(
@@ -145,6 +152,7 @@ def decode_event(raw: bytes | None, source: Source, topic: str) -> Event | Rejec
         type=doc.type,
         occurred_at=occurred_at,
         properties=properties,
+        anonymous_id=anonymous_id,
     )
 
 
@@ -175,6 +183,9 @@ def decode_document(doc: dict[str, Any], source: Source, topic: str) -> Event | 
     for name, value in (("event_id", event_id), ("customer_id", customer_id)):
         if not isinstance(value, str) or not value:
             return Rejection("invalid_field", f"{name} must be a non-empty string")
+    anonymous_id = doc.get("anonymous_id")
+    if "anonymous_id" in doc and (not isinstance(anonymous_id, str) or not anonymous_id):
+        return Rejection("invalid_field", "anonymous_id must be a non-empty string")
     if not isinstance(event_type, str):
         return Rejection("invalid_field", "type must be a string")
     if not isinstance(occurred, str):
@@ -195,4 +206,5 @@ def decode_document(doc: dict[str, Any], source: Source, topic: str) -> Event | 
         type=event_type,
         occurred_at=occurred_at,
         properties=properties,
+        anonymous_id=anonymous_id,
     )

@@ -9,8 +9,8 @@ enforces, before anything is sent:
 * an input record (key plus value) of at most ``max_event_bytes``; a larger one
   is dead-lettered as ``too_large``, without its bytes but with its length, its
   sha256 and where it is, so the original can be fetched from the input topic;
-* ``event_id``, ``customer_id`` and ``type`` of at most ``max_id_length`` UTF-8
-  bytes; longer is ``invalid_field``.
+* ``event_id``, ``customer_id``, ``anonymous_id`` (when present) and ``type`` of
+  at most ``max_id_length`` UTF-8 bytes; longer is ``invalid_field``.
 
 Every record the worker then sends is bounded: a bundle is split so that its
 value stays under ``max_message_bytes``, and a state value is bounded because
@@ -54,11 +54,17 @@ class Limits:
     def check_event(self, event: Event) -> Rejection | None:
         """An ``invalid_field`` rejection if an id or the type is longer than allowed."""
         short = self.max_id_length // 4  # a code point is at most 4 UTF-8 bytes
-        lengths = (len(event.event_id), len(event.customer_id), len(event.type))
+        anonymous_id = event.anonymous_id or ""
+        lengths = (len(event.event_id), len(event.customer_id), len(anonymous_id), len(event.type))
         if max(lengths) <= short:
             return None
-        for name in ("event_id", "customer_id", "type"):
-            length = len(getattr(event, name).encode("utf-8", "surrogatepass"))
+        for name, value in (
+            ("event_id", event.event_id),
+            ("customer_id", event.customer_id),
+            ("anonymous_id", anonymous_id),
+            ("type", event.type),
+        ):
+            length = len(value.encode("utf-8", "surrogatepass"))
             if length > self.max_id_length:
                 return Rejection(
                     "invalid_field",

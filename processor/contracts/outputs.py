@@ -16,10 +16,14 @@ from typing import Any
 import orjson
 
 from processor.engine import StageChange, TriggerRef
+from processor.engine.core import MergedStageChange
 from processor.engine.triggers import TriggerFired
 
 STAGE_CHANGED_TYPE = "io.journey-processor.stage_changed.v2"
 """CloudEvents ``type`` of a stage change. A breaking change means a new ``.vN``."""
+
+MERGED_FROM_HEADER = "ce_journeymergedfrom"
+"""CloudEvents extension on a stage change made by an identity merge: the anonymous id."""
 
 TRIGGER_TYPE = "io.journey-processor.trigger.v1"
 """CloudEvents ``type`` of a trigger."""
@@ -98,6 +102,8 @@ def encode_stage_change(change: StageChange, source: str) -> Record:
     headers = _cloudevent_headers(
         document["id"], source, STAGE_CHANGED_TYPE, document["changed_at"], change.customer_id
     )
+    if isinstance(change, MergedStageChange):  # a CloudEvents extension: the v2 body stays
+        headers.append((MERGED_FROM_HEADER, change.merged_from.encode()))
     return Record(change.customer_id.encode(), orjson.dumps(document), headers)
 
 

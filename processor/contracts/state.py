@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from processor.engine import CustomerState, StageChange, SupportContact, TriggerRef
+from processor.engine.core import MergedStageChange
 from processor.engine.triggers import Fired, Timer, TriggerFired, TriggerState
 
 STATE_VERSION = 1
@@ -36,7 +37,13 @@ def _change_row(change: StageChange) -> list[Any]:
         change.model_name,
         change.model_version,
         change.caused_by,
-        *([True] if change.late else []),
+        *(
+            [change.late, change.merged_from]
+            if isinstance(change, MergedStageChange)
+            else [True]
+            if change.late
+            else []
+        ),
     ]
 
 
@@ -54,8 +61,25 @@ def _change_from_row(customer_id: str, row: list[Any]) -> StageChange:
         mn,
         mv,
         by,
-        *late,
+        *rest,
     ) = row
+    late = bool(rest and rest[0])
+    if len(rest) == 2:
+        return MergedStageChange(
+            customer_id=customer_id,
+            cycle=cycle,
+            sequence=sequence,
+            from_stage=from_stage,
+            to_stage=to_stage,
+            changed_at=datetime.fromisoformat(changed_at),
+            previous_stage_entered_at=_time(prev),
+            trigger=TriggerRef(event_id, topic, etype),
+            model_name=mn,
+            model_version=mv,
+            caused_by=by,
+            late=late,
+            merged_from=rest[1],
+        )
     return StageChange(
         customer_id=customer_id,
         cycle=cycle,
@@ -68,7 +92,7 @@ def _change_from_row(customer_id: str, row: list[Any]) -> StageChange:
         model_name=mn,
         model_version=mv,
         caused_by=by,
-        late=bool(late and late[0]),
+        late=late,
     )
 
 

@@ -66,6 +66,11 @@ class Event(msgspec.Struct, frozen=True):
     late: bool = False
     """It arrived after the partition's event-time clock had passed it (see ordering.py);
     the stage changes it causes say so."""
+    anonymous_id: str | None = None
+    """The visitor's anonymous id, when the event carries one (input.event.v2.json).
+
+    Equal to ``customer_id`` while the visitor is not known yet; different on an
+    identify event, which links the anonymous id to the customer (see identity.py)."""
 
 
 class TriggerRef(msgspec.Struct, frozen=True):
@@ -99,6 +104,19 @@ class StageChange(msgspec.Struct, frozen=True):
     def id(self) -> str:
         """Deterministic from everything the change says: see :func:`stage_change_id`."""
         return stage_change_id(self)
+
+
+class MergedStageChange(StageChange, frozen=True, kw_only=True):
+    """A stage change made by merging an anonymous journey into the customer's (identity.py).
+
+    A subclass rather than an optional field, so that every other change and every
+    stored state encodes byte for byte as before. Its id is a v2 content id like any
+    other (recomputable from the stage-change.v2 document; the identify event as its
+    trigger keeps it apart); the anonymous id travels in the ``ce_journeymergedfrom``
+    header."""
+
+    merged_from: str
+    """The anonymous id whose journey was merged."""
 
 
 def stage_change_id(change: StageChange) -> str:

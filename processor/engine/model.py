@@ -64,6 +64,9 @@ class JourneyModel:
     new_cycle_after: timedelta
     evidence: Mapping[tuple[Source, str], Evidence]
     triggers: tuple[TriggerRule, ...] = ()
+    identify: tuple[Source, str] = ("clickstream", "identify")
+    """(source, type) of the identify event, which links an anonymous id to a customer
+    (``[identity]`` in the definition); never evidence of a stage."""
     rank: Mapping[Stage, int] = field(init=False, repr=False, compare=False)
     reactions: Reactions = field(init=False, repr=False, compare=False)
 
@@ -154,6 +157,7 @@ def _build(doc: Mapping[str, Any]) -> JourneyModel:
         "new_cycle_after",
         "evidence",
         "triggers",
+        "identity",
     }
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -207,6 +211,7 @@ def _build(doc: Mapping[str, Any]) -> JourneyModel:
     ):
         raise ValueError(f"no event type is evidence of the purchase stage {purchase_stage!r}")
 
+    identify = _identify(doc.get("identity"), evidence)
     triggers = parse_rules(
         doc.get("triggers"),
         stages=tuple(stages),
@@ -221,4 +226,25 @@ def _build(doc: Mapping[str, Any]) -> JourneyModel:
         new_cycle_after=new_cycle_after,
         evidence=evidence,
         triggers=triggers,
+        identify=identify,
     )
+
+
+def _identify(raw: Any, evidence: Mapping[tuple[Source, str], Evidence]) -> tuple[Source, str]:
+    """``[identity]``: ``source`` (default clickstream) and ``type`` (default identify)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict) or set(raw) - {"source", "type"}:
+        raise ValueError("[identity] may only set 'source' and 'type' (of the identify event)")
+    source = raw.get("source", "clickstream")
+    event_type = raw.get("type", "identify")
+    if source not in SOURCES:
+        raise ValueError(f"identity.source {source!r} is not one of {list(SOURCES)}")
+    if not isinstance(event_type, str) or not event_type:
+        raise TypeError("identity.type must be a non-empty string")
+    if (source, event_type) in evidence:
+        raise ValueError(
+            f"identity: {source}/{event_type} is evidence of a stage; the identify event "
+            "links ids and must not be evidence"
+        )
+    return source, event_type

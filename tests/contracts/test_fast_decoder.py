@@ -63,6 +63,7 @@ def documents() -> st.SearchStrategy[dict[str, Any]]:
         },
         optional={
             "properties": st.dictionaries(st.text(max_size=5), scalars, max_size=4) | values,
+            "anonymous_id": st.sampled_from(["a-1", "c-1", ""]) | st.text(max_size=6) | values,
             "extra": values,
         },
     )
@@ -95,48 +96,72 @@ def test_both_decoders_agree_on_mangled_bytes(doc: dict[str, Any], cut: int, jun
     _same(raw[:cut])
 
 
-CORNERS = [
-    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
-    b'"properties":{"n":' + n + b"}}"
-    for n in (
-        b"123456789012345678901234567890",
-        b"18446744073709551615",
-        b"18446744073709551616",
-        b"-9223372036854775808",
-        b"-9223372036854775809",
-        b"1e400",
-        b"-1e400",
-        b"1e-400",
-        b"1.7976931348623157e308",
-        b"0.1000000000000000055511151231257827",
-        b"-0",
-        b"-0.0",
-        b'"\\ud800"',
-        b'"\\udc00"',
-        b'"\\ud83d\\ude00"',
-        b'"\\u0000"',
-        b'"a\\nb"',
-        b"NaN",
-        b"Infinity",
-        b"[1]",
-        b"{}",
-        b"true",
-    )
-] + [
-    b'{"event_id":"e","event_id":"f","customer_id":"c","type":"t",'
-    b'"occurred_at":"2025-03-01T00:00:00Z"}',
-    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
-    b'"properties":{"a":1},"properties":{"b":2}}',
-    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
-    b'"properties":null}',
-    b'\xef\xbb\xbf{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}',
-    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"} ',
-    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}x',
-    b'{"event_id":"\xff","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}',
-    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-02-30T00:00:00Z"}',
-    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"0001-01-01T00:00:00+01:00"}',
-    b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"9999-12-31T23:00:00-01:00"}',
-]
+CORNERS = (
+    [
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+        b'"properties":{"n":' + n + b"}}"
+        for n in (
+            b"123456789012345678901234567890",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"-9223372036854775808",
+            b"-9223372036854775809",
+            b"1e400",
+            b"-1e400",
+            b"1e-400",
+            b"1.7976931348623157e308",
+            b"0.1000000000000000055511151231257827",
+            b"-0",
+            b"-0.0",
+            b'"\\ud800"',
+            b'"\\udc00"',
+            b'"\\ud83d\\ude00"',
+            b'"\\u0000"',
+            b'"a\\nb"',
+            b"NaN",
+            b"Infinity",
+            b"[1]",
+            b"{}",
+            b"true",
+        )
+    ]
+    + [
+        b'{"event_id":"e","event_id":"f","customer_id":"c","type":"t",'
+        b'"occurred_at":"2025-03-01T00:00:00Z"}',
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+        b'"properties":{"a":1},"properties":{"b":2}}',
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+        b'"properties":null}',
+        b'\xef\xbb\xbf{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}',
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"} ',
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}x',
+        b'{"event_id":"\xff","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z"}',
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-02-30T00:00:00Z"}',
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"0001-01-01T00:00:00+01:00"}',
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"9999-12-31T23:00:00-01:00"}',
+    ]
+    + [
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+        b'"anonymous_id":' + a + b"}"
+        for a in (
+            b'"a"',
+            b'""',
+            b"null",
+            b"1",
+            b"[]",
+            b'"\\u0061"',
+            b'"\u00e9"',
+            b'"\ud800"',
+            b'"\xc3\xa9"',
+        )
+    ]
+    + [
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+        b'"anonymous_id":"a","anonymous_id":""}',
+        b'{"event_id":"e","customer_id":"c","type":"t","occurred_at":"2025-03-01T00:00:00Z",'
+        b'"anonymous_id":"","anonymous_id":"a"}',
+    ]
+)
 
 
 def test_both_decoders_agree_on_the_corners_where_msgspec_and_orjson_differ() -> None:

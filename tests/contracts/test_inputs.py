@@ -1,5 +1,8 @@
-"""The input contract: ``decode_event`` turns exactly what ``schemas/input.*.v1.json`` accept
+"""The input contract: ``decode_event`` turns exactly what ``schemas/input.*.v2.json`` accept
 into an Event, and everything else into a Rejection with the right reason code.
+
+v2 is v1 plus the optional ``anonymous_id``; every v1 document without one is a v2
+document and decodes as it did.
 
 The schemas are validated with format checking on. jsonschema checks ``date-time`` only
 when ``rfc3339-validator`` is installed; without it the schemas' ``pattern`` and ``allOf``
@@ -27,6 +30,7 @@ from processor.contracts.inputs import (
     decode_event,
     parse_timestamp,
 )
+from processor.contracts.limits import Limits, decode_record
 from processor.engine import SOURCES, Event, FixedEvidence, Source, load_model
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -46,8 +50,9 @@ def _registry() -> Registry:
 
 
 REGISTRY = _registry()
-INPUT_SCHEMAS: dict[Source, dict[str, Any]] = {s: _load(f"input.{s}.v1.json") for s in SOURCES}
-COMMON = _load("input.event.v1.json")
+INPUT_SCHEMAS: dict[Source, dict[str, Any]] = {s: _load(f"input.{s}.v2.json") for s in SOURCES}
+COMMON = _load("input.event.v2.json")
+V1_SCHEMAS: dict[Source, dict[str, Any]] = {s: _load(f"input.{s}.v1.json") for s in SOURCES}
 VALIDATORS = {
     source: Draft202012Validator(
         schema, registry=REGISTRY, format_checker=Draft202012Validator.FORMAT_CHECKER
@@ -87,8 +92,28 @@ def without(name: str) -> dict[str, Any]:
 
 def test_the_per_source_schemas_share_the_common_event_schema() -> None:
     for source, schema in INPUT_SCHEMAS.items():
-        assert schema["$ref"] == "input.event.v1.json", source
+        assert schema["$ref"] == "input.event.v2.json", source
     assert COMMON["required"] == ["event_id", "customer_id", "type", "occurred_at"]
+
+
+def test_v2_only_adds_the_optional_anonymous_id() -> None:
+    v1 = _load("input.event.v1.json")
+    assert set(COMMON["properties"]) - set(v1["properties"]) == {"anonymous_id"}
+    assert COMMON["properties"]["anonymous_id"] == COMMON["properties"]["anonymous_id"] | {
+        "type": "string",
+        "minLength": 1,
+    }
+    assert COMMON["properties"]["occurred_at"] == v1["properties"]["occurred_at"]
+    assert COMMON["required"] == v1["required"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_v1_examples_are_v2_events_without_an_anonymous_id(source: Source) -> None:
+    for example in [*V1_SCHEMAS[source]["examples"], *_load("input.event.v1.json")["examples"]]:
+        assert schema_accepts(example, source)
+        event = decode(example, source)
+        assert isinstance(event, Event)
+        assert event.anonymous_id is None
 
 
 def test_occurred_at_carries_the_decoders_own_pattern() -> None:
@@ -125,6 +150,7 @@ def test_examples_decode_to_events(source: Source) -> None:
         assert event.type == example["type"]
         assert event.occurred_at == parse_timestamp(example["occurred_at"])
         assert event.properties == example.get("properties", {})
+        assert event.anonymous_id == example.get("anonymous_id")
 
 
 def test_common_examples_decode_to_events() -> None:
@@ -202,6 +228,10 @@ def test_properties_is_optional() -> None:
         ("event_id", 17),
         ("customer_id", None),
         ("customer_id", ["cust-1"]),
+        ("anonymous_id", ""),
+        ("anonymous_id", None),
+        ("anonymous_id", 42),
+        ("anonymous_id", ["anon-1"]),
         ("type", 3),
         ("type", None),
         ("type", {"name": "page_view"}),
@@ -216,6 +246,25 @@ def test_invalid_field(name: str, value: Any) -> None:
     rejection = assert_rejected(decode(doc), "invalid_field")
     assert name in rejection.detail
     assert not schema_accepts(doc)
+
+
+@pytest.mark.parametrize("anonymous_id", ["anon-1", "cust-1", "\u00e9"])
+def test_anonymous_id_is_optional_and_kept(anonymous_id: str) -> None:
+    doc = event_doc(anonymous_id=anonymous_id)
+    assert schema_accepts(doc)
+    result = decode(doc)
+    assert isinstance(result, Event)
+    assert result.anonymous_id == anonymous_id
+    plain = decode(event_doc())
+    assert isinstance(plain, Event)
+    assert plain.anonymous_id is None
+
+
+def test_anonymous_id_is_checked_after_the_other_ids_and_before_the_type() -> None:
+    doc = event_doc(customer_id="", anonymous_id="")
+    assert "customer_id" in assert_rejected(decode(doc), "invalid_field").detail
+    doc = event_doc(anonymous_id="", type=3)
+    assert "anonymous_id" in assert_rejected(decode(doc), "invalid_field").detail
 
 
 def test_an_empty_type_is_a_valid_if_useless_event() -> None:
@@ -490,7 +539,7 @@ _IDS = st.one_of(
     st.from_regex(r"[a-z]{1,4}-[0-9a-f]{1,8}", fullmatch=True),
     st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=8),
 )
-_FIELDS = ["event_id", "customer_id", "type", "occurred_at", "properties"]
+_FIELDS = ["event_id", "customer_id", "type", "occurred_at", "properties", "anonymous_id"]
 
 
 @st.composite
@@ -507,6 +556,8 @@ def documents(draw: st.DrawFn) -> Any:
     }
     if draw(st.booleans()):
         doc["properties"] = draw(st.dictionaries(_TEXT, _JSON_VALUES, max_size=3))
+    if draw(st.integers(0, 2)) == 0:
+        doc["anonymous_id"] = draw(st.one_of(st.just(doc["customer_id"]), _IDS))
     if draw(st.integers(0, 3)) == 0:
         doc.update(draw(st.dictionaries(_TEXT, _JSON_VALUES, max_size=2)))
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2]))):
@@ -534,6 +585,7 @@ def test_the_decoder_accepts_exactly_what_the_schema_accepts(doc: Any, source: S
         assert result.type == doc["type"]
         assert result.properties == doc.get("properties", {})
         assert result.occurred_at == parse_timestamp(doc["occurred_at"])
+        assert result.anonymous_id == doc.get("anonymous_id")
     else:
         errors = [e.message for e in VALIDATORS[source].iter_errors(doc)]
         assert isinstance(result, Rejection), (errors, doc)
@@ -572,3 +624,30 @@ def test_every_rfc3339_spelling_of_an_instant_decodes_to_it(
     assert isinstance(event, Event)
     truncated = moment.replace(microsecond=int(f"{moment.microsecond:06d}"[:digits].ljust(6, "0")))
     assert event.occurred_at == truncated
+
+
+# --------------------------------------------------------------------------- id lengths
+
+
+@pytest.mark.parametrize(
+    ("anonymous_id", "rejected"),
+    [("a" * 16, False), ("a" * 17, True), ("\u00e9" * 8, False), ("\u00e9" * 8 + "a", True)],
+)
+def test_the_id_length_limit_holds_for_anonymous_ids(anonymous_id: str, rejected: bool) -> None:
+    limits = Limits(max_id_length=16)
+    raw = orjson.dumps(event_doc(anonymous_id=anonymous_id))
+    result = decode_record(None, raw, "clickstream", "journey.clickstream", limits)
+    if rejected:
+        rejection = assert_rejected(result, "invalid_field")
+        assert rejection.detail.startswith("anonymous_id is ")
+        assert "JOURNEY_MAX_ID_LENGTH" in rejection.detail
+    else:
+        assert isinstance(result, Event)
+        assert result.anonymous_id == anonymous_id
+
+
+def test_an_event_without_anonymous_id_is_measured_as_before() -> None:
+    limits = Limits(max_id_length=16)
+    raw = orjson.dumps(event_doc(customer_id="c" * 17))
+    result = decode_record(None, raw, "clickstream", "journey.clickstream", limits)
+    assert assert_rejected(result, "invalid_field").detail.startswith("customer_id is ")

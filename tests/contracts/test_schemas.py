@@ -43,6 +43,10 @@ EXPECTED = {
     "input.clickstream.v1.json",
     "input.research.v1.json",
     "input.support.v1.json",
+    "input.event.v2.json",
+    "input.clickstream.v2.json",
+    "input.research.v2.json",
+    "input.support.v2.json",
     "stage-change.v1.json",
     "stage-change.v2.json",
     "dead-letter.v1.json",
@@ -53,6 +57,9 @@ EXPECTED = {
     "customer-erased.v1.json",
     "erasure-request.v1.json",
     "internal.forget.v1.json",
+    "identity-merged.v1.json",
+    "internal.merge.v1.json",
+    "internal.event-bundle.v3.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()
@@ -121,7 +128,7 @@ def test_every_reference_resolves(name: str) -> None:
 
 def test_the_readme_lists_every_schema_and_topic() -> None:
     readme = (SCHEMAS / "README.md").read_text(encoding="utf-8")
-    for name in EXPECTED - {"input.event.v1.json"}:
+    for name in EXPECTED - {"input.event.v1.json", "input.event.v2.json"}:
         assert f"[`{name}`]({name})" in readme
     for topic in (
         "journey.clickstream",
@@ -131,6 +138,7 @@ def test_the_readme_lists_every_schema_and_topic() -> None:
         "journey.dead-letter",
         "journey.erasure-requests",
         "journey.erasures",
+        "journey.identities",
         "<app_id>-events-by-customer",
     ):
         assert f"| `{topic}` |" in readme
