@@ -324,12 +324,19 @@ class PartitionOrder:
         arrivals: list[Arrival],
     ) -> None:
         remaining = self.remaining.setdefault(partition, Counter())
+        # This message's record holds what ``after`` still holds of it, counted afresh;
+        # events it held and released in this same call (its own marks moved the clock)
+        # must not count it down as well, or it is deleted while some are still held.
         fresh = held_from(after, offset, arrivals) if arrivals else []
-        if fresh and remaining[offset] != len(fresh):
-            remaining[offset] = len(fresh)
-            await self.table.put(held_key(partition, offset), _encode_held(fresh), partition)
+        if fresh:
+            if remaining.get(offset) != len(fresh):
+                remaining[offset] = len(fresh)
+                await self.table.put(held_key(partition, offset), _encode_held(fresh), partition)
+        elif offset in remaining:  # a redelivered message whose held events all went now
+            del remaining[offset]
+            await self.table.delete(held_key(partition, offset), partition)
         for r in released:
-            if r.origin is None or r.origin not in remaining:
+            if r.origin is None or r.origin == offset or r.origin not in remaining:
                 continue
             remaining[r.origin] -= 1
             if remaining[r.origin] <= 0:

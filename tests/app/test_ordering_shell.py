@@ -75,6 +75,43 @@ def test_held_events_are_stored_once_per_bundle_and_deleted_once_released() -> N
     assert order_version(table.data[clock_key(2)]) == 3
 
 
+def test_a_bundle_whose_own_marks_release_some_of_its_events_keeps_the_rest_stored() -> None:
+    """Found by the chaos suite (seed 3): the events a bundle's own marks released at once
+    counted down its stored record, which was then deleted while one event was still held;
+    after the next rebalance that event was gone (its bundle's offset was committed)."""
+    table = DictTable()
+    first = order(table)
+    asyncio.run(first.accept(2, 40, [], {SUPPORT: Mark(T0 + timedelta(minutes=3))}))
+    arrivals = [Arrival(ev(n, n), 0, n) for n in range(5)]  # e0..e4 at minutes 0..4
+    released = asyncio.run(first.accept(2, 41, arrivals, {CLICKS: Mark(T0 + timedelta(hours=1))}))
+    assert [r.event.event_id for r in released] == ["e0", "e1", "e2"]
+    assert held_key(2, 41) in table.data, "e3 and e4 are still held: their record stays"
+
+    restarted = order(table)  # a restart, or the next owner after a rebalance
+    later = asyncio.run(restarted.accept(2, 42, [], {SUPPORT: Mark(T0 + timedelta(hours=1))}))
+    assert [r.event.event_id for r in later] == ["e3", "e4"]
+    assert held_key(2, 41) not in table.data
+
+
+def test_a_redelivered_bundle_releasing_what_it_held_deletes_its_record() -> None:
+    table = DictTable()
+    first = order(table)
+    arrivals = [Arrival(ev(n, n), 0, n) for n in range(3)]
+    asyncio.run(first.accept(2, 40, arrivals, {CLICKS: Mark(T0 + timedelta(hours=1))}))
+    assert held_key(2, 40) in table.data
+    again = order(table)  # restarted before the bundle's offset was committed
+    released = asyncio.run(
+        again.accept(
+            2,
+            40,
+            arrivals,
+            {CLICKS: Mark(T0 + timedelta(hours=1)), SUPPORT: Mark(T0 + timedelta(hours=1))},
+        )
+    )
+    assert [r.event.event_id for r in released] == ["e0", "e1", "e2"]
+    assert held_key(2, 40) not in table.data
+
+
 def test_a_restarted_shell_restores_what_is_held_and_nothing_already_applied() -> None:
     table = DictTable()
     first = order(table)
