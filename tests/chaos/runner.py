@@ -375,7 +375,8 @@ async def _settle(
     deadline = time.monotonic() + config.settle_timeout
     # Not the events topic: every worker's router sends a watermark heartbeat to
     # each of its partitions every HEARTBEAT seconds (app/ordering.py), so its end
-    # offsets never stand still; "group caught up" already covers its records.
+    # offsets never stand still; "group caught up" covers its records, as of the
+    # previous poll (see observe.group_caught_up).
     outputs = [
         settings.stage_changes_topic,
         settings.triggers_topic,
@@ -384,6 +385,7 @@ async def _settle(
         f"{settings.app_id}-dedupe-chunks-changelog",
     ]
     previous: dict[tuple[str, int], int] | None = None
+    floor: dict[tuple[str, int], int] | None = None
     why = ""
     while time.monotonic() < deadline:
         for slot in cluster.reap():
@@ -394,7 +396,7 @@ async def _settle(
         except TimeoutError as exc:
             why = str(exc)
             break
-        caught_up, behind = await observe.group_caught_up(settings)
+        caught_up, behind, floor = await observe.group_caught_up(settings, floor)
         ends = await observe.end_offsets(settings, outputs)
         if caught_up and ends == previous:
             log("quiesced: all ready, group caught up, outputs stable")
