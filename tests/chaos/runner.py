@@ -192,6 +192,9 @@ async def _run(
     processed = observe.events_total(pages)
     log(f"read back outputs, /customers and /metrics of {len(pages)} workers")
     _dump(workdir / "history", produced, observed, settings)
+    for table in ("event-order", "dedupe-chunks"):  # not checked; for post-mortems
+        records = await observe.read_topic(settings, f"{settings.app_id}-{table}-changelog")
+        _dump_records(workdir / "history" / f"{table}-changelog.jsonl", records)
     for n, text in enumerate(pages.values()):
         (workdir / "history" / f"metrics-{n}.txt").write_text(text)
 
@@ -253,13 +256,20 @@ def _dump(
         "events-by-customer": observed.bundles,
     }
     for name, records in outputs.items():
-        with (directory / f"{name}.jsonl").open("wb") as out:
-            for r in records:
-                row = {"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp}
-                row["key"] = raw(r.key)
-                row["value"] = raw(r.value)
-                out.write(orjson.dumps(row) + b"\n")
+        _dump_records(directory / f"{name}.jsonl", records)
     (directory / "api.json").write_bytes(orjson.dumps(observed.api))
+
+
+def _dump_records(path: Path, records: list[observe.Out]) -> None:
+    def raw(value: bytes | None) -> str | None:
+        return None if value is None else base64.b64encode(value).decode()
+
+    with path.open("wb") as out:
+        for r in records:
+            row = {"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp}
+            row["key"] = raw(r.key)
+            row["value"] = raw(r.value)
+            out.write(orjson.dumps(row) + b"\n")
 
 
 async def _create_inputs(settings: Settings) -> None:
