@@ -30,6 +30,7 @@ from processor import __version__
 from processor.api import access_middleware, register_routes
 from processor.api.access import MAX_REQUEST_BYTES
 from processor.app.failstop import Deliveries, FailStop, guard_commits
+from processor.app.inflight import Finished, ack_only_finished
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
 from processor.app.ordering import (
@@ -267,27 +268,34 @@ def create_app(
 
     # An agent that raises would have its batch acked and skipped, and be
     # restarted (faust-streaming#315, #527): each agent stops the worker instead.
+    # Faust acks records no agent processed (skipped during a rebalance or a stop,
+    # or interrupted): only what a body below finished may be committed.
+    finished = Finished()
+
     @app.agent(sources, name="router", concurrency=1)
     async def route(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):
-            try:
-                await router.route(_position(e.message, e.value) for e in batch)
-            except Exception as exc:
-                failstop.fail(f"the router failed: {exc!r}", exc)
-                await failstop.halt()
+            with finished.guard(e.message for e in batch):
+                try:
+                    await router.route(_position(e.message, e.value) for e in batch)
+                except Exception as exc:
+                    failstop.fail(f"the router failed: {exc!r}", exc)
+                    await failstop.halt()
 
     @app.agent(events, name="engine", concurrency=1)
     async def run_engine(stream: Any) -> None:
         async for event in stream.events():
-            try:
-                await engine.apply_bundle(event.value, _position(event.message, None))
-            except Exception as exc:
-                failstop.fail(f"the engine failed: {exc!r}", exc)
-                await failstop.halt()
+            with finished.guard((event.message,)):
+                try:
+                    await engine.apply_bundle(event.value, _position(event.message, None))
+                except Exception as exc:
+                    failstop.fail(f"the engine failed: {exc!r}", exc)
+                    await failstop.halt()
 
     guard_commits(app.consumer, deliveries)
     deliver_every_record(app.consumer)
     guard_uncommitted_heads(app.consumer)
+    ack_only_finished(app.consumer, finished, {*settings.source_topics, settings.events_topic})
 
     log.info(
         "journey-processor %s: model %s v%s, %d partitions",

@@ -1,0 +1,155 @@
+"""Only records an agent finished become committable (processor/app/inflight.py).
+
+Faust's own ``Consumer.ack`` and ``Consumer._new_offset`` run here on a bare
+object that has just the attributes they use, with Faust's real messages, so
+the offsets below are the ones Faust would commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import MethodType, SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.transport.consumer import Consumer
+from faust.types.tuples import TP, ConsumerMessage
+from intervaltree import IntervalTree
+
+from processor.app.inflight import Finished, ack_only_finished
+
+EVENTS = "app-events-by-customer"
+OTHER = "app-__assignor-__leader"
+
+
+def consumer(committed: int | None = None) -> Any:
+    """The state Faust's ack and _new_offset read and write, and those two methods."""
+    fake = SimpleNamespace(
+        app=SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True)),
+        _committed_offset=defaultdict(lambda: committed),
+        _acked=defaultdict(list),
+        _acked_index=defaultdict(set),
+        _gap=defaultdict(IntervalTree),
+        _unacked_messages=set(),
+        _n_acked=0,
+        _waiting_for_ack=None,
+    )
+    fake.ack = MethodType(Consumer.ack, fake)
+    fake._new_offset = MethodType(Consumer._new_offset, fake)
+    return fake
+
+
+def message(offset: int, topic: str = EVENTS) -> ConsumerMessage:
+    return ConsumerMessage(topic, 0, offset, 0.0, 0, [], None, b"{}", None, tp=TP(topic, 0))
+
+
+def stream_ack(faust: Any, m: ConsumerMessage) -> None:
+    """What Faust's Stream does after an event, and for an event it skipped: ``event.ack()``."""
+    m.ack(faust)
+
+
+async def agent(finished: Finished, faust: Any, m: ConsumerMessage, body: Any) -> None:
+    """An agent body for one record, as factory.py runs it; the stream acks it afterwards."""
+    faust._unacked_messages.add(m)
+    try:
+        with finished.guard((m,)):
+            await body()
+    finally:
+        stream_ack(faust, m)  # Faust's ``finally`` around ``yield``
+
+
+async def done() -> None:
+    await asyncio.sleep(0)
+
+
+TP0 = TP(EVENTS, 0)
+
+
+def test_faust_alone_commits_past_a_record_it_skipped() -> None:
+    """The loss this guards against: a record skipped while the flow was suspended (a
+    rebalance, the stop after SIGTERM) is acked like a processed one."""
+    faust = consumer(committed=5)
+    for m in (message(5), message(6)):
+        stream_ack(faust, m)  # 5 processed, 6 skipped: both acked
+    assert faust._new_offset(TP0) == 7
+
+
+def test_a_skipped_record_stops_the_commit_below_it() -> None:
+    faust, finished = consumer(committed=5), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    asyncio.run(agent(finished, faust, message(5), done))
+    stream_ack(faust, message(6))  # skipped: no agent body ran for it
+    asyncio.run(agent(finished, faust, message(7), done))
+
+    assert faust._new_offset(TP0) == 6  # 5 is done; 6 is read again by the next owner
+    assert finished.dropped == 1
+    assert faust._new_offset(TP0) is None  # and nothing passes the hole later
+
+
+def test_a_body_interrupted_by_a_cancellation_is_not_committed() -> None:
+    faust, finished = consumer(committed=10), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    interrupted = message(10)
+
+    async def cancelled_midway() -> None:
+        await done()
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(agent(finished, faust, interrupted, cancelled_midway))
+
+    assert faust._new_offset(TP0) is None
+    assert interrupted.acked  # so Faust's wait_empty does not wait for it forever
+    assert interrupted not in faust._unacked_messages
+
+
+def test_a_body_that_failed_is_not_committed() -> None:
+    """The agent's fail-stop handler never returns; an exception that escapes is the same."""
+    faust, finished = consumer(committed=3), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+
+    async def fails() -> None:
+        raise RuntimeError("storage down")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(agent(finished, faust, message(3), fails))
+    assert faust._new_offset(TP0) is None
+
+
+def test_finished_records_commit_as_before_and_are_forgotten() -> None:
+    faust, finished = consumer(committed=None), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    for offset in range(4):
+        asyncio.run(agent(finished, faust, message(offset), done))
+    assert faust._new_offset(TP0) == 4
+    assert finished.pending == set()
+    assert finished.dropped == 0
+
+
+def test_a_batch_counts_once_its_body_returned() -> None:
+    """The router's take_events batch: the buffer is acked after the body, record by record."""
+    faust, finished = consumer(committed=0), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    batch = [message(n) for n in range(3)]
+    with finished.guard(batch):
+        pass
+    for m in batch:
+        stream_ack(faust, m)
+    assert faust._new_offset(TP0) == 3
+
+
+def test_a_record_read_again_after_a_seek_is_committed_once_finished() -> None:
+    faust, finished = consumer(committed=5), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    stream_ack(faust, message(5))  # skipped during the rebalance
+    assert faust._new_offset(TP0) is None
+    asyncio.run(agent(finished, faust, message(5), done))  # fetched again from the commit
+    assert faust._new_offset(TP0) == 6
+
+
+def test_other_topics_are_acked_as_faust_does() -> None:
+    faust, finished = consumer(committed=None), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    stream_ack(faust, message(0, OTHER))
+    assert faust._new_offset(TP(OTHER, 0)) == 1
