@@ -30,7 +30,8 @@ from processor import __version__
 from processor.api import access_middleware, register_routes
 from processor.api.access import MAX_REQUEST_BYTES
 from processor.app.failstop import Deliveries, FailStop, guard_commits
-from processor.app.inflight import Finished, ack_only_finished
+from processor.app.inflight import Finished
+from processor.app.inflight import install as install_finished
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
 from processor.app.ordering import (
@@ -269,15 +270,19 @@ def create_app(
     # An agent that raises would have its batch acked and skipped, and be
     # restarted (faust-streaming#315, #527): each agent stops the worker instead.
     # Faust acks records no agent processed (skipped during a rebalance or a stop,
-    # or interrupted): only what a body below finished may be committed.
+    # or interrupted): only what a body below finished may be committed. And it
+    # delivers records twice after a rebalance: a body runs once per record.
     finished = Finished()
 
     @app.agent(sources, name="router", concurrency=1)
     async def route(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):
-            with finished.guard(e.message for e in batch):
+            fresh = [e for e in batch if not finished.again(e.message)]
+            if not fresh:
+                continue  # the whole batch was delivered twice since the last rebalance
+            with finished.guard(e.message for e in fresh):
                 try:
-                    await router.route(_position(e.message, e.value) for e in batch)
+                    await router.route(_position(e.message, e.value) for e in fresh)
                 except Exception as exc:
                     failstop.fail(f"the router failed: {exc!r}", exc)
                     await failstop.halt()
@@ -285,6 +290,8 @@ def create_app(
     @app.agent(events, name="engine", concurrency=1)
     async def run_engine(stream: Any) -> None:
         async for event in stream.events():
+            if finished.again(event.message):
+                continue  # delivered twice since the last rebalance; done already
             with finished.guard((event.message,)):
                 try:
                     await engine.apply_bundle(event.value, _position(event.message, None))
@@ -295,7 +302,7 @@ def create_app(
     guard_commits(app.consumer, deliveries)
     deliver_every_record(app.consumer)
     guard_uncommitted_heads(app.consumer)
-    ack_only_finished(app.consumer, finished, {*settings.source_topics, settings.events_topic})
+    install_finished(app, finished, {*settings.source_topics, settings.events_topic})
 
     log.info(
         "journey-processor %s: model %s v%s, %d partitions",

@@ -22,12 +22,30 @@ a cancellation) is dropped from Faust's bookkeeping (so that ``wait_empty``
 does not wait for it) without making the offset committable: commits stop
 below it, and whoever reads the partition next, after its seek to the
 committed offset, processes it.
+
+The other half: a worker also gets records *twice* within one assignment. After
+a rebalance Faust resumes the flow before it seeks the stream partitions to
+their committed offsets ("Resuming flow..." comes before "Seek stream
+partitions to committed offsets."), so what the fetcher delivered from its old
+position is delivered again after the seek; Faust's read-offset filter would
+drop the second copy, but :mod:`processor.app.redelivery` turns it off because
+it also dropped records never delivered. A second copy is harmless for an
+ordinary customer (the engine's dedupe window holds its last 1,024 event ids),
+but not for a hot one: seed 2's ``s2-hot1`` had its 1,200 events applied, then
+events-by-customer p7 from the committed offset again, and the events older than
+its window were applied as new, each one pushing the next out of the window
+(2,013 applied, cycle 51 instead of 30). :meth:`Finished.again` says when a
+record was finished by this worker since its partitions were last revoked; the
+agents skip it (its effects are in this worker's tables and producer already)
+and let its ack through. Revocation forgets, because another worker may have
+moved the partition on in between; a replay from the committed offset by the
+next owner is what the dedupe window is for.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,6 +59,10 @@ class Finished:
         self.pending: set[tuple[Any, int]] = set()
         self.dropped = 0
         """Acks refused: records acked by Faust that no agent finished."""
+        self.done: dict[Any, set[int]] = {}
+        """Per topic partition: the offsets finished since the last revocation."""
+        self.skipped = 0
+        """Records delivered again after this worker had finished them (see :meth:`again`)."""
 
     @contextmanager
     def guard(self, messages: Iterable[Any]) -> Iterator[None]:
@@ -52,6 +74,31 @@ class Finished:
         keys = [(message.tp, int(message.offset)) for message in messages]
         yield
         self.pending.update(keys)
+        for tp, offset in keys:
+            self.done.setdefault(tp, set()).add(offset)
+
+    def again(self, message: Any) -> bool:
+        """Whether this worker finished ``message`` already since its last revocation.
+
+        Then the agent skips it, and Faust's ack of this copy is let through.
+        """
+        tp, offset = message.tp, int(message.offset)
+        if offset not in self.done.get(tp, ()):
+            return False
+        self.pending.add((tp, offset))
+        self.skipped += 1
+        return True
+
+    def forget(self) -> None:
+        """Partitions were revoked: another worker may process them before this one again."""
+        self.done.clear()
+
+    def prune(self, committed: Mapping[Any, int | None]) -> None:
+        """Drop finished offsets below each partition's commit: never delivered again."""
+        for tp, offsets in self.done.items():
+            below = committed.get(tp)
+            if below:
+                offsets.difference_update([o for o in offsets if o < below])
 
     def take(self, message: Any) -> bool:
         """Whether Faust's ack of ``message`` is for a finished record (then forget it)."""
@@ -82,3 +129,23 @@ def ack_only_finished(consumer: Any, finished: Finished, topics: Collection[str]
         return False  # ...but its offset never becomes committable
 
     consumer.ack = ack
+
+
+def install(app: Any, finished: Finished, topics: Collection[str]) -> None:
+    """Wire :class:`Finished` into a Faust app: the ack filter, forgetting on revocation,
+    and pruning after each commit."""
+    consumer = app.consumer
+    ack_only_finished(consumer, finished, topics)
+
+    async def on_revoked(sender: Any, *_: Any, **__: Any) -> None:
+        finished.forget()
+
+    app.on_partitions_revoked.connect(on_revoked)
+    commit = consumer.commit
+
+    async def commit_and_prune(*args: Any, **kwargs: Any) -> bool:
+        result: bool = await commit(*args, **kwargs)
+        finished.prune(consumer._committed_offset)
+        return result
+
+    consumer.commit = commit_and_prune

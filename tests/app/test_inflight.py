@@ -153,3 +153,64 @@ def test_other_topics_are_acked_as_faust_does() -> None:
     ack_only_finished(faust, finished, {EVENTS})
     stream_ack(faust, message(0, OTHER))
     assert faust._new_offset(TP(OTHER, 0)) == 1
+
+
+# --------------------------------------------------------------------------- once per assignment
+
+
+async def run_agent(finished: Finished, faust: Any, m: ConsumerMessage, applied: list[int]) -> None:
+    """The engine agent's loop body in factory.py: skip a second copy, else apply."""
+    faust._unacked_messages.add(m)
+    try:
+        if finished.again(m):
+            return
+        with finished.guard((m,)):
+            applied.append(m.offset)
+    finally:
+        stream_ack(faust, m)
+
+
+def test_a_record_delivered_twice_in_one_assignment_is_applied_once() -> None:
+    """Faust resumes the flow before its post-rebalance seek: what was fetched from the old
+    position comes again after the seek (seed 2: a hot customer's whole partition twice)."""
+    faust, finished = consumer(committed=20), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    applied: list[int] = []
+    for offset in [20, 21, 22, 20, 21, 22, 23]:  # the seek back to the commit at 20
+        asyncio.run(run_agent(finished, faust, message(offset), applied))
+    assert applied == [20, 21, 22, 23]
+    assert finished.skipped == 3
+    assert faust._new_offset(TP0) == 24  # the second copies' acks are let through
+
+
+def test_a_record_skipped_by_faust_is_applied_when_delivered_again() -> None:
+    """A record Faust skipped (flow suspended) was not finished: its next copy is applied."""
+    faust, finished = consumer(committed=20), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    applied: list[int] = []
+    asyncio.run(run_agent(finished, faust, message(20), applied))
+    stream_ack(faust, message(21))  # skipped
+    for offset in [20, 21, 22]:
+        asyncio.run(run_agent(finished, faust, message(offset), applied))
+    assert applied == [20, 21, 22]
+
+
+def test_revocation_forgets_what_was_finished() -> None:
+    """Another worker may have moved the partition on: after it comes back, apply again."""
+    faust, finished = consumer(committed=20), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    applied: list[int] = []
+    asyncio.run(run_agent(finished, faust, message(20), applied))
+    finished.forget()
+    asyncio.run(run_agent(finished, faust, message(20), applied))
+    assert applied == [20, 20]
+
+
+def test_offsets_below_the_commit_are_pruned() -> None:
+    finished = Finished()
+    with finished.guard([message(n) for n in range(10)]):
+        pass
+    finished.prune({TP0: 7})
+    assert finished.done[TP0] == {7, 8, 9}
+    finished.prune({TP0: None})
+    assert finished.done[TP0] == {7, 8, 9}
