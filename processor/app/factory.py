@@ -292,6 +292,8 @@ def create_app(
         async for event in stream.events():
             if finished.again(event.message):
                 continue  # delivered twice since the last rebalance; done already
+            if finished.deferred(event.message):
+                continue  # its tables are not recovered yet: it comes again after the seek
             with finished.guard((event.message,)):
                 try:
                     await engine.apply_bundle(event.value, _position(event.message, None))

@@ -214,3 +214,30 @@ def test_offsets_below_the_commit_are_pruned() -> None:
     assert finished.done[TP0] == {7, 8, 9}
     finished.prune({TP0: None})
     assert finished.done[TP0] == {7, 8, 9}
+
+
+def test_a_record_before_table_recovery_is_left_for_after_the_seek() -> None:
+    """Seed 2: a bundle applied before the event-order table was recovered lost held events."""
+    faust, finished = consumer(committed=20), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    applied: list[int] = []
+
+    async def engine_agent(m: ConsumerMessage) -> None:
+        faust._unacked_messages.add(m)
+        try:
+            if finished.again(m) or finished.deferred(m):
+                return
+            with finished.guard((m,)):
+                applied.append(m.offset)
+        finally:
+            stream_ack(faust, m)
+
+    asyncio.run(engine_agent(message(20)))  # buffered before recovery: not applied
+    assert applied == [] and faust._new_offset(TP0) is None
+    finished.recovered = True  # Faust's on_rebalance_complete
+    for offset in (20, 21):  # the seek to the committed offset delivers it again
+        asyncio.run(engine_agent(message(offset)))
+    assert applied == [20, 21]
+    assert faust._new_offset(TP0) == 22
+    finished.forget()  # the next rebalance
+    assert not finished.recovered
