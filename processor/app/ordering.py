@@ -293,17 +293,25 @@ class PartitionOrder:
         arrivals: list[Arrival],
     ) -> None:
         remaining = self.remaining.setdefault(partition, Counter())
-        fresh = held_from(after, offset, arrivals) if arrivals else []
-        if fresh and remaining[offset] != len(fresh):
-            remaining[offset] = len(fresh)
-            await self.table.put(held_key(partition, offset), _encode_held(fresh), partition)
+        # This message's own record is written from what it still holds, counted
+        # exactly; releases count down only the records of earlier messages. (Counting
+        # down this message's events released at once, by its own marks, deleted its
+        # record while events were still held: lost at the next restore.)
         for r in released:
-            if r.origin is None or r.origin not in remaining:
+            if r.origin is None or r.origin == offset or r.origin not in remaining:
                 continue
             remaining[r.origin] -= 1
             if remaining[r.origin] <= 0:
                 del remaining[r.origin]
                 await self.table.delete(held_key(partition, r.origin), partition)
+        still = held_from(after, offset, arrivals) if arrivals else []
+        if still:
+            if remaining[offset] != len(still):
+                remaining[offset] = len(still)
+                await self.table.put(held_key(partition, offset), _encode_held(still), partition)
+        elif arrivals and offset in remaining:
+            del remaining[offset]  # a redelivery that released the last of what it held
+            await self.table.delete(held_key(partition, offset), partition)
         if (after.marks, after.clock, after.frontier) != (
             before.marks,
             before.clock,
