@@ -35,6 +35,8 @@ from processor.app.compaction import Compactor
 from processor.app.consumers import Consumers
 from processor.app.erasure import ErasureRouter
 from processor.app.failstop import Deliveries, FailStop, guard_commits
+from processor.app.inflight import Finished
+from processor.app.inflight import install as install_finished
 from processor.app.intake import Intake
 from processor.app.metrics import Metrics
 from processor.app.operations import Operations
@@ -311,23 +313,37 @@ def create_app(
     # An agent that raises would have its batch acked and skipped, and be
     # restarted (faust-streaming#315, #527): the engine agent stops the worker instead,
     # and so does the erasure router (erasure requests are few: a Faust agent is enough).
+    # Faust acks records no agent processed (skipped during a rebalance or a stop,
+    # or interrupted): only what a body below finished may be committed. And it
+    # delivers records twice after a rebalance: a body runs once per record.
+    finished = Finished()
+
     @app.agent(erasure_requests, name="erasure-router", concurrency=1)
     async def route_erasures(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window):
-            try:
-                await erasure_router.route(_position(e.message, e.value) for e in batch)
-            except Exception as exc:
-                failstop.fail(f"the erasure router failed: {exc!r}", exc)
-                await failstop.halt()
+            fresh = [e for e in batch if not finished.again(e.message)]
+            if not fresh:
+                continue  # the whole batch was delivered twice since the last rebalance
+            with finished.guard(e.message for e in fresh):
+                try:
+                    await erasure_router.route(_position(e.message, e.value) for e in fresh)
+                except Exception as exc:
+                    failstop.fail(f"the erasure router failed: {exc!r}", exc)
+                    await failstop.halt()
 
     @app.agent(events, name="engine", concurrency=1)
     async def run_engine(stream: Any) -> None:
         async for event in stream.events():
-            try:
-                await engine.apply_bundle(event.value, _position(event.message, None))
-            except Exception as exc:
-                failstop.fail(f"the engine failed: {exc!r}", exc)
-                await failstop.halt()
+            if finished.again(event.message):
+                continue  # delivered twice since the last rebalance; done already
+            if finished.deferred(event.message):
+                continue  # its tables are not recovered yet: it comes again after the seek
+            with finished.guard((event.message,)):
+                try:
+                    await engine.apply_bundle(event.value, _position(event.message, None))
+                except Exception as exc:
+                    failstop.fail(f"the engine failed: {exc!r}", exc)
+                    await failstop.halt()
 
     async def compact_erased() -> None:
         """Erased customers' bytes leave the local store files (processor/app/compaction.py)."""
@@ -346,6 +362,7 @@ def create_app(
     guard_commits(app.consumer, deliveries)
     deliver_every_record(app.consumer)
     guard_uncommitted_heads(app.consumer)
+    install_finished(app, finished, {settings.erasure_requests_topic, settings.events_topic})
 
     log.info(
         "journey-processor %s: model %s v%s, %d partitions",

@@ -25,8 +25,8 @@ STAGE_CHANGED_TYPE = "io.journey-processor.stage_changed.v2"
 MERGED_FROM_HEADER = "ce_journeymergedfrom"
 """CloudEvents extension on a stage change made by an identity merge: the anonymous id."""
 
-TRIGGER_TYPE = "io.journey-processor.trigger.v1"
-"""CloudEvents ``type`` of a trigger."""
+TRIGGER_TYPE = "io.journey-processor.trigger.v2"
+"""CloudEvents ``type`` of a trigger. v2: ids of the whole content, and ``occurrence``."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -113,12 +113,34 @@ def trigger_document(trigger: TriggerFired) -> dict[str, Any]:
         "trigger": trigger.trigger,
         "customer_id": trigger.customer_id,
         "cycle": trigger.cycle,
+        "occurrence": trigger.occurrence,
         "stage": trigger.stage,
         "fired_at": rfc3339(trigger.fired_at),
         "reason": trigger.reason,
         "evidence": list(trigger.evidence),
         "model": {"name": trigger.model_name, "version": trigger.model_version},
     }
+
+
+def trigger_from_document(document: dict[str, Any]) -> TriggerFired:
+    """The trigger a trigger.v2 document describes (``caused_by`` is not on the wire).
+
+    Everything its id is made of is on the wire, so a consumer (and the tests)
+    can check an id against its document.
+    """
+    return TriggerFired(
+        trigger=document["trigger"],
+        customer_id=document["customer_id"],
+        cycle=document["cycle"],
+        occurrence=document["occurrence"],
+        stage=document["stage"],
+        fired_at=_parse(document["fired_at"]),
+        reason=document["reason"],
+        evidence=tuple(document["evidence"]),
+        model_name=document["model"]["name"],
+        model_version=document["model"]["version"],
+        caused_by="",
+    )
 
 
 def encode_trigger(trigger: TriggerFired, source: str) -> Record:

@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -236,8 +236,10 @@ def _rule(
 
 # --------------------------------------------------------------------------- evaluation
 
-TRIGGER_NAMESPACE = uuid.UUID("9d3e3c8a-4a1b-5c2e-8f61-747269676772")
-"""Namespace of the deterministic (UUIDv5) trigger ids. Never change it."""
+TRIGGER_NAMESPACE = uuid.UUID("4c1f7a9e-2d6b-5e83-b0a4-747269676732")
+"""Namespace of the trigger ids of v2 (content ids). Never change it.
+
+v1's ids (customer, rule, cycle and occurrence) used 9d3e3c8a-4a1b-5c2e-8f61-747269676772."""
 
 RECENT_TRIGGERS = 8
 """Triggers kept in the state, for re-emission on replay and for queries."""
@@ -279,9 +281,38 @@ class TriggerFired(msgspec.Struct, frozen=True):
 
     @property
     def id(self) -> str:
-        """Deterministic: customer, rule, cycle and occurrence; a re-emission has the same id."""
-        key = f"{self.customer_id}\n{self.trigger}\n{self.cycle}\n{self.occurrence}"
-        return str(uuid.uuid5(TRIGGER_NAMESPACE, key))
+        """Deterministic from everything the trigger says: see :func:`trigger_id`."""
+        return trigger_id(self)
+
+
+def trigger_id(fired: TriggerFired) -> str:
+    """A UUIDv5 of the trigger's whole content (trigger.v2).
+
+    The same trigger, re-emitted after a crash (a replayed event, or a replayed
+    tick that finds the timer still armed), has the same id, so marketing
+    automation dedupes on it and never acts twice. A different trigger never has
+    it, even when a customer's state was lost (a recreated changelog, a wiped
+    volume, an embedded broker that restarted) and the rule fires again in a
+    history that starts over: ``uuid5(customer, rule, cycle, occurrence)`` (v1)
+    would then have named two payloads.
+
+    ``caused_by`` is left out: it is not on the wire, and for an absence it is
+    the tick's random id, which a replay does not reproduce. Everything else is
+    event time or derived from the input, so a replay gives the same content.
+    """
+    content = (
+        fired.trigger,
+        fired.customer_id,
+        fired.cycle,
+        fired.occurrence,
+        fired.stage,
+        fired.fired_at.astimezone(UTC).isoformat(),
+        fired.reason,
+        tuple(fired.evidence),
+        fired.model_name,
+        fired.model_version,
+    )
+    return str(uuid.uuid5(TRIGGER_NAMESPACE, repr(content)))
 
 
 class TriggerState(msgspec.Struct, frozen=True):

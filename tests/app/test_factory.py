@@ -39,3 +39,18 @@ def test_partition_for_matches_kafkas_default_partitioner() -> None:
     for customer in ["alice", "bob", "cust-000123", "ünïcode"]:
         expected = partitioner(customer.encode(), list(range(8)), list(range(8)))
         assert partition_for(customer, 8) == expected
+
+
+def test_the_consumer_takes_acks_only_of_what_an_agent_finished(tmp_path: Path) -> None:
+    """processor/app/inflight.py is wired in: a skipped input record is never committable."""
+    from faust.types.tuples import TP, ConsumerMessage
+
+    settings = Settings(broker_url="kafka://127.0.0.1:9999", data_dir=tmp_path, partitions=2)
+    app = create_app(settings).faust
+    consumer = app.consumer
+    topic = settings.events_topic
+    app.topics.acking_topics.add(topic)  # as once the engine agent subscribed
+    skipped = ConsumerMessage(topic, 0, 0, 0.0, 0, [], None, b"{}", None, tp=TP(topic, 0))
+    assert consumer.ack(skipped) is False
+    assert skipped.acked
+    assert not consumer._acked[TP(topic, 0)]

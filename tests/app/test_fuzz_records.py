@@ -21,7 +21,7 @@ from tests.schemas import validator
 LIMITS = Limits(max_event_bytes=4_096, max_id_length=64, max_message_bytes=12_000)
 DEAD_LETTER = validator("dead-letter.v2.json")
 STAGE_CHANGE = validator("stage-change.v2.json")
-TRIGGER = validator("trigger.v1.json")
+TRIGGER = validator("trigger.v2.json")
 
 _TYPES = [
     "page_view",

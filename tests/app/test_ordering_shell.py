@@ -109,6 +109,40 @@ def test_a_redelivered_bundle_releasing_what_it_held_deletes_its_record() -> Non
         )
     )
     assert [r.event.event_id for r in released] == ["e0", "e1", "e2"]
+
+
+def test_a_bundle_partly_released_at_once_keeps_the_rest_stored() -> None:
+    """Seed 2 (run h): a hot customer's bundle whose earlier events the same message's marks
+    released at once had its held record deleted while 11 events were still held; a
+    rebalance later restored the partition without them, and they were never applied."""
+    table = DictTable()
+    shell = order(table)
+    asyncio.run(shell.accept(2, 40, [], {SUPPORT: Mark(T0 + timedelta(minutes=4))}))
+    arrivals = [Arrival(ev(n, n), 0, n) for n in range(5)]
+    marks = {CLICKS: Mark(T0 + timedelta(hours=1))}
+    released = asyncio.run(shell.accept(2, 41, arrivals, marks))
+    assert [r.event.event_id for r in released] == ["e0", "e1", "e2", "e3"]
+    assert held_key(2, 41) in table.data, "one of its events is still held"
+    restarted = order(table)
+    released = asyncio.run(restarted.accept(2, 42, [], {SUPPORT: Mark(T0 + timedelta(hours=1))}))
+    assert [r.event.event_id for r in released] == ["e4"]
+    assert held_key(2, 41) not in table.data
+
+
+def test_a_redelivered_bundle_released_in_part_keeps_the_rest_stored() -> None:
+    """The same message again (a replay), now that the clock releases part of what it held."""
+    table = DictTable()
+    shell = order(table)
+    arrivals = [Arrival(ev(n, n), 0, n) for n in range(5)]
+    asyncio.run(shell.accept(2, 40, arrivals, {CLICKS: Mark(T0 + timedelta(hours=1))}))
+    assert held_key(2, 40) in table.data
+    support = {SUPPORT: Mark(T0 + timedelta(minutes=4))}
+    released = asyncio.run(shell.accept(2, 40, arrivals, support))
+    assert [r.event.event_id for r in released] == ["e0", "e1", "e2", "e3"]
+    assert held_key(2, 40) in table.data, "one of its events is still held"
+    restarted = order(table)
+    released = asyncio.run(restarted.accept(2, 43, [], {SUPPORT: Mark(T0 + timedelta(hours=1))}))
+    assert [r.event.event_id for r in released] == ["e4"]
     assert held_key(2, 40) not in table.data
 
 

@@ -194,6 +194,9 @@ async def _run(
     processed = observe.events_total(pages)
     log(f"read back outputs, /customers and /metrics of {len(pages)} workers")
     _dump(workdir / "history", produced, observed, settings)
+    for table in ("event-order", "dedupe-chunks"):  # not checked; for post-mortems
+        records = await observe.read_topic(settings, f"{settings.app_id}-{table}-changelog")
+        _dump_records(workdir / "history" / f"{table}-changelog.jsonl", records)
     for n, text in enumerate(pages.values()):
         (workdir / "history" / f"metrics-{n}.txt").write_text(text)
 
@@ -255,13 +258,20 @@ def _dump(
         "events-by-customer": observed.bundles,
     }
     for name, records in outputs.items():
-        with (directory / f"{name}.jsonl").open("wb") as out:
-            for r in records:
-                row = {"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp}
-                row["key"] = raw(r.key)
-                row["value"] = raw(r.value)
-                out.write(orjson.dumps(row) + b"\n")
+        _dump_records(directory / f"{name}.jsonl", records)
     (directory / "api.json").write_bytes(orjson.dumps(observed.api))
+
+
+def _dump_records(path: Path, records: list[observe.Out]) -> None:
+    def raw(value: bytes | None) -> str | None:
+        return None if value is None else base64.b64encode(value).decode()
+
+    with path.open("wb") as out:
+        for r in records:
+            row = {"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp}
+            row["key"] = raw(r.key)
+            row["value"] = raw(r.value)
+            out.write(orjson.dumps(row) + b"\n")
 
 
 async def _create_inputs(settings: Settings) -> None:
@@ -377,7 +387,8 @@ async def _settle(
     deadline = time.monotonic() + config.settle_timeout
     # Not the events topic: every worker's router sends a watermark heartbeat to
     # each of its partitions every HEARTBEAT seconds (app/ordering.py), so its end
-    # offsets never stand still; "group caught up" already covers its records.
+    # offsets never stand still; "group caught up" covers its records, as of the
+    # previous poll (see observe.group_caught_up).
     outputs = [
         settings.stage_changes_topic,
         settings.triggers_topic,
@@ -386,6 +397,7 @@ async def _settle(
         f"{settings.app_id}-dedupe-chunks-changelog",
     ]
     previous: dict[tuple[str, int], int] | None = None
+    floor: dict[tuple[str, int], int] | None = None
     why = ""
     while time.monotonic() < deadline:
         for slot in cluster.reap():
@@ -396,7 +408,7 @@ async def _settle(
         except TimeoutError as exc:
             why = str(exc)
             break
-        caught_up, behind = await observe.group_caught_up(settings)
+        caught_up, behind, floor = await observe.group_caught_up(settings, floor)
         ends = await observe.end_offsets(settings, outputs)
         if caught_up and ends == previous:
             log("quiesced: all ready, group caught up, outputs stable")

@@ -19,10 +19,13 @@ from processor.contracts.bundle import BUNDLE_VERSION, decode_bundle, encode_bun
 from processor.contracts.inputs import REJECT_REASONS, decode_event
 from processor.contracts.outputs import (
     STAGE_CHANGED_TYPE,
+    TRIGGER_TYPE,
     encode_dead_letter,
     encode_stage_change,
+    encode_trigger,
     restore_payload,
     stage_change_from_document,
+    trigger_from_document,
 )
 from processor.engine import (
     SOURCES,
@@ -35,6 +38,7 @@ from processor.engine import (
     load_model,
     stage_change_id,
 )
+from processor.engine.triggers import TriggerFired, trigger_id
 from tests.schemas import ALL, REGISTRY, SCHEMAS, validator
 
 BASE = "https://journey-processor.dev/schemas/"
@@ -54,6 +58,7 @@ EXPECTED = {
     "internal.event-bundle.v1.json",
     "internal.event-bundle.v2.json",
     "trigger.v1.json",
+    "trigger.v2.json",
     "customer-erased.v1.json",
     "erasure-request.v1.json",
     "internal.forget.v1.json",
@@ -143,6 +148,7 @@ def test_the_readme_lists_every_schema_and_topic() -> None:
     ):
         assert f"| `{topic}` |" in readme
     assert STAGE_CHANGED_TYPE in readme
+    assert TRIGGER_TYPE in readme
 
 
 # --------------------------------------------------------------------------- stage changes
@@ -581,15 +587,12 @@ def test_the_bundle_schema_rejects(mutation: dict[str, Any]) -> None:
     assert not BUNDLE.is_valid(document)
 
 
-TRIGGER = validator("trigger.v1.json")
+TRIGGER = validator("trigger.v2.json")
 
 
 @settings(max_examples=200, deadline=None)
 @given(history=histories())
 def test_every_trigger_validates_and_carries_cloudevent_headers(history: list[Event]) -> None:
-    from processor.contracts.outputs import TRIGGER_TYPE, encode_trigger
-    from processor.engine.triggers import TriggerFired
-
     states: dict[str, CustomerState | None] = {}
     for event in history:
         step = apply(states.get(event.customer_id), event, MODEL)
@@ -604,3 +607,31 @@ def test_every_trigger_validates_and_carries_cloudevent_headers(history: list[Ev
                 assert headers["ce_type"].decode() == TRIGGER_TYPE
                 assert headers["ce_time"].decode() == document["fired_at"]
                 assert record.key == output.customer_id.encode()
+                assert document["id"] == output.id == trigger_id(output)
+                assert trigger_from_document(document).id == output.id
+
+
+def test_the_trigger_schema_documents_the_kafka_contract() -> None:
+    schema = ALL["trigger.v2.json"]
+    assert schema["additionalProperties"] is False
+    assert schema["x-kafka"]["key"] == "customer_id"
+    assert schema["x-kafka"]["headers"]["ce_type"]["const"] == TRIGGER_TYPE
+    assert TRIGGER_TYPE in schema["description"]
+    assert set(schema["required"]) == set(schema["properties"])
+
+
+def test_trigger_examples_are_consistent() -> None:
+    rules = {rule.name for rule in MODEL.triggers}
+    for example in ALL["trigger.v2.json"]["examples"]:
+        assert example["id"] == trigger_from_document(example).id
+        assert example["model"] == MODEL.label
+        assert example["stage"] in MODEL.stages
+        assert example["trigger"] in rules
+
+
+def test_trigger_v1_is_kept_as_released() -> None:
+    """v1 is a released contract: its ce_type and its id rule stay documented as they were."""
+    v1 = ALL["trigger.v1.json"]
+    assert v1["x-kafka"]["headers"]["ce_type"]["const"] == "io.journey-processor.trigger.v1"
+    assert "occurrence" not in v1["properties"]
+    assert "customer_id, trigger, cycle and occurrence" in v1["properties"]["id"]["description"]

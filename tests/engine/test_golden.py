@@ -4,6 +4,9 @@ Speed work on the decoder and the engine must not change a single output byte
 or state: a re-emission after an upgrade has to be byte-identical to what the
 old release sent. The digests below were taken on the engine before the fast
 paths were added (commit 3658d4d); any change to them is a behaviour change.
+The output digest was taken again for trigger.v2 (content ids and ``occurrence``
+on the wire, a versioned contract change): the state digest and the output
+count stayed as they were.
 """
 
 from __future__ import annotations
@@ -61,4 +64,4 @@ def test_outputs_and_states_match_the_pinned_digests() -> None:
     assert _run(400, 11) == GOLDEN
 
 
-GOLDEN = ("342509e8b6379c1acd1fb31f", "f5b5a39748e4b02bbc003450", 1758)
+GOLDEN = ("dfe4fb6aa4faf21551591b1e", "f5b5a39748e4b02bbc003450", 1758)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processor.contracts.outputs import encode_trigger
 from processor.contracts.state import decode_state, encode_state
 from processor.engine import (
     CustomerState,
@@ -27,7 +29,13 @@ from processor.engine import (
 )
 from processor.engine.core import _context, fire_due
 from processor.engine.model import default_definition_text
-from processor.engine.triggers import TRIGGER_NAMESPACE, Timer, TriggerFired, on_applied
+from processor.engine.triggers import (
+    TRIGGER_NAMESPACE,
+    Timer,
+    TriggerFired,
+    on_applied,
+    trigger_id,
+)
 from tests.engine.events import CUSTOMER, T0, TOPICS, at, ev
 
 MODEL = load_model()  # with the default [[triggers]]
@@ -73,8 +81,30 @@ def timer(state: CustomerState | None, rule: str) -> Timer | None:
     return next((t for t in state.triggers.timers if t.rule == rule), None)
 
 
-def expected_id(customer: str, rule: str, cycle: int, occurrence: int) -> str:
-    return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{customer}\n{rule}\n{cycle}\n{occurrence}"))
+def expected_id(t: TriggerFired) -> str:
+    """trigger.v2: a UUIDv5 of the whole content, spelled out here independently."""
+    content = (
+        t.trigger,
+        t.customer_id,
+        t.cycle,
+        t.occurrence,
+        t.stage,
+        t.fired_at.astimezone(UTC).isoformat(),
+        t.reason,
+        t.evidence,
+        t.model_name,
+        t.model_version,
+    )
+    return str(uuid.uuid5(TRIGGER_NAMESPACE, repr(content)))
+
+
+V1_NAMESPACE = uuid.UUID("9d3e3c8a-4a1b-5c2e-8f61-747269676772")
+"""trigger.v1's ids: customer, rule, cycle and occurrence only."""
+
+
+def v1_id(t: TriggerFired) -> str:
+    key = f"{t.customer_id}\n{t.trigger}\n{t.cycle}\n{t.occurrence}"
+    return str(uuid.uuid5(V1_NAMESPACE, key))
 
 
 def test_default_model_has_the_seven_rules():
@@ -101,7 +131,7 @@ def test_sales_assist_fires_on_entering_evaluation():
     assert signal.caused_by == cart.event_id
     assert signal.model_name == MODEL.name
     assert signal.model_version == MODEL.version
-    assert signal.id == expected_id(CUSTOMER, "sales_assist", 1, 1)
+    assert signal.id == expected_id(signal)
 
 
 def test_sales_assist_fires_when_the_first_event_is_already_evaluation_evidence():
@@ -302,7 +332,7 @@ def test_cart_abandoned_fires_at_the_deadline():
     assert signal.caused_by == "tick-1"
     assert signal.cycle == 1
     assert signal.stage == "evaluation"
-    assert signal.id == expected_id(CUSTOMER, "cart_abandoned", 1, 1)
+    assert signal.id == expected_id(signal)
     assert timer(step.state, "cart_abandoned") is None
 
 
@@ -655,12 +685,113 @@ def test_trigger_ids_are_deterministic_and_differ_across_customers_and_cycles():
     again1, again2 = orders("cust-a")
 
     assert (a1.id, a2.id) == (again1.id, again2.id)
-    assert a1.id == expected_id("cust-a", "purchase_completed", 1, 1)
-    assert a2.id == expected_id("cust-a", "purchase_completed", 2, 1)
+    assert a1.id == expected_id(a1)
+    assert a2.id == expected_id(a2)
     assert len({a1.id, a2.id, b1.id}) == 3
-    # The id depends on customer, rule, cycle and occurrence only.
-    different_time = run([ev("order_completed", at(99), customer="cust-a", event_id="other")])[1]
-    assert all_fired(different_time)[0].id == a1.id
+
+
+# --------------------------------------------------------------------------- content ids (v2)
+
+
+def _one_of_each_kind() -> list[TriggerFired]:
+    """A stage_entered, an event and an absence trigger, of one customer."""
+    order = ev("order_completed", at(0), event_id="o1")
+    complaint = ev("complaint", at(2), event_id="c1")
+    state, steps = run([ev("checkout_started", at(-1, hours=-2), event_id="k1"), order, complaint])
+    assert state is not None
+    checkout_state, _ = run([ev("checkout_started", at(0), event_id="k2")])
+    assert checkout_state is not None
+    tick = fire_due(checkout_state, at(0, hours=1), "tick:random-1", MODEL)
+    return all_fired(steps) + fired(tick.outputs)
+
+
+CONTENT_CHANGES: dict[str, Any] = {
+    "trigger": "other_rule",
+    "customer_id": "cust-2",
+    "cycle": 7,
+    "occurrence": 2,
+    "stage": "awareness",
+    "fired_at": T0 + timedelta(seconds=1),
+    "reason": "another reason",
+    "evidence": ("other-event",),
+    "model_name": "other-model",
+    "model_version": "2",
+}
+
+
+@pytest.mark.parametrize("field", sorted(CONTENT_CHANGES))
+def test_every_content_field_changes_the_trigger_id(field: str) -> None:
+    """Two different triggers never share an id (v2), whatever field tells them apart."""
+    kinds = _one_of_each_kind()
+    assert {t.trigger for t in kinds} >= {"purchase_completed", "churn_risk", "cart_abandoned"}
+    for signal in kinds:
+        changed = msgspec.structs.replace(signal, **{field: CONTENT_CHANGES[field]})
+        assert getattr(changed, field) != getattr(signal, field)
+        assert changed.id != signal.id, field
+        assert trigger_id(changed) == changed.id == expected_id(changed)
+
+
+def test_the_trigger_id_covers_every_field_but_caused_by() -> None:
+    """A field added to TriggerFired must go into the id (or be argued out, as caused_by is)."""
+    assert set(TriggerFired.__struct_fields__) == {*CONTENT_CHANGES, "caused_by"}
+    for signal in _one_of_each_kind():
+        # caused_by is not on the wire; for an absence it is the tick's random id.
+        assert msgspec.structs.replace(signal, caused_by="tick:random-2").id == signal.id
+        # The same instant in another offset is the same content.
+        local = signal.fired_at.astimezone(timezone(timedelta(hours=5)))
+        assert msgspec.structs.replace(signal, fired_at=local).id == signal.id
+        assert uuid.UUID(signal.id).version == 5
+        assert signal.id != v1_id(signal)
+
+
+def test_a_replay_re_emits_identical_ids_and_bytes() -> None:
+    """Marketing automation dedupes on id: a replay must never look like a new trigger.
+
+    The replays a worker can make: the same event again (kept state, or state
+    recovered from the changelog), and a timer tick again under a new random
+    tick id when the state after the first tick was never stored.
+    """
+    order = ev("order_completed", at(0), event_id="o1")
+    complaint = ev("complaint", at(2), event_id="c1")
+    state, steps = run([ev("add_to_cart", at(-1), event_id="a1"), order, complaint])
+    assert state is not None
+    first = all_fired(steps)
+    assert [t.trigger for t in first] == ["sales_assist", "purchase_completed", "churn_risk"]
+    recovered = decode_state(encode_state(state))
+    replayed = [
+        t
+        for source in (state, recovered)
+        for event in (order, complaint)
+        for t in fired(apply(source, event, MODEL).outputs)
+    ]
+    assert replayed == first[1:] * 2
+
+    checkout_state, _ = run([ev("checkout_started", at(0), event_id="k1")])
+    assert checkout_state is not None
+    tick = fire_due(checkout_state, at(0, hours=1), "tick:first", MODEL)
+    again = fire_due(decode_state(encode_state(checkout_state)), at(0, hours=1), "tick:2nd", MODEL)
+    assert fired(tick.outputs) and fired(again.outputs)
+
+    pairs = [
+        *zip(first[1:] * 2, replayed, strict=True),
+        *zip(fired(tick.outputs), fired(again.outputs), strict=True),
+    ]
+    for original, repeat in pairs:
+        assert repeat.id == original.id
+        a, b = encode_trigger(original, "/test"), encode_trigger(repeat, "/test")
+        assert (a.key, a.value, a.headers) == (b.key, b.value, b.headers)
+
+
+def test_a_history_started_again_after_lost_state_gets_new_trigger_ids() -> None:
+    """The customer's state was lost; the rule fires again, in the same cycle and occurrence,
+    for other content. v1 reissued the id; v2 does not."""
+    before = fired(apply(None, ev("order_completed", at(0), event_id="o1"), MODEL).outputs)
+    after = fired(apply(None, ev("order_completed", at(5), event_id="o9"), MODEL).outputs)
+    [b] = [t for t in before if t.trigger == "purchase_completed"]
+    [a] = [t for t in after if t.trigger == "purchase_completed"]
+    assert (a.cycle, a.occurrence) == (b.cycle, b.occurrence) == (1, 1)
+    assert v1_id(a) == v1_id(b)
+    assert a.id != b.id
 
 
 # --------------------------------------------------------------------------- repeat/cooldown

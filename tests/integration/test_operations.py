@@ -30,7 +30,7 @@ def openapi_validator(component: str) -> Draft202012Validator:
     """Validate against a component of schemas/openapi.json (which refers to stage-change.v1)."""
     openapi = json.loads((SCHEMAS / "api" / "openapi.json").read_text())
     contracts = [
-        json.loads((SCHEMAS / n).read_text()) for n in ("stage-change.v2.json", "trigger.v1.json")
+        json.loads((SCHEMAS / n).read_text()) for n in ("stage-change.v2.json", "trigger.v2.json")
     ]
     registry: Registry[Any] = Registry().with_resources(
         [

@@ -91,7 +91,7 @@ async def test_every_default_rule_fires_when_it_should_and_not_otherwise(
 ) -> None:
     settings = replace(settings, definition=short_definition(tmp_path), timer_interval=0.5)
     schema = Draft202012Validator(
-        json.loads((SCHEMAS / "trigger.v1.json").read_text()),
+        json.loads((SCHEMAS / "trigger.v2.json").read_text()),
         format_checker=Draft202012Validator.FORMAT_CHECKER,
     )
     worker = start_worker(workers, settings, tmp_path, "a")
@@ -155,7 +155,7 @@ async def test_every_default_rule_fires_when_it_should_and_not_otherwise(
     for r in triggers.records:
         schema.validate(r.doc)
         assert r.key == r.doc["customer_id"].encode()
-        assert r.headers["ce_type"] == b"io.journey-processor.trigger.v1"
+        assert r.headers["ce_type"] == b"io.journey-processor.trigger.v2"
         assert r.headers["ce_id"].decode() == r.doc["id"]
     at_most_once_by_id(triggers.records)
 
