@@ -16,9 +16,9 @@ The pipeline is what a user would write in Quix Streams to run the same engine:
   with this project's bundle codec (a bundle of one event);
 * a stateful ``apply``: the customer's state from Quix's RocksDB store
   (``encode_state``/``decode_state`` of ``processor.contracts.state``, stored as a
-  string because Quix JSON-serialises state values), ``processor.engine.apply``,
-  the new state and any sealed dedupe chunk written back (each write also goes
-  to Quix's changelog topic);
+  base64 string because Quix JSON-serialises state values and the codec is
+  binary), ``processor.engine.apply``, the new state and any sealed dedupe
+  chunk written back (each write also goes to Quix's changelog topic);
 * stage changes encoded with ``encode_stage_change`` to the stage-changes topic.
 
 At-least-once (Quix's default), no transactions (the embedded broker has none).
@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 import time
+from base64 import b64decode, b64encode
 from typing import Any
 
 from quixstreams import Application, State
@@ -135,16 +136,16 @@ def build(settings: Settings, expect: int) -> Application:
 
     def step(event: Event, state: State[str, str]) -> list[bytes]:
         raw = state.get("s")
-        before = None if raw is None else decode_state(raw.encode())
+        before = None if raw is None else decode_state(b64decode(raw))
         result = apply(before, event, model)
         if result.state is not None and result.state is not before:
-            state.set("s", encode_state(result.state).decode())
+            state.set("s", b64encode(encode_state(result.state)).decode())
         changes = []
         for output in result.outputs:
             if isinstance(output, StageChange):
                 changes.append(encode_stage_change(output, source_name).value)
             elif isinstance(output, ChunkSealed):
-                state.set(f"c{output.index}", encode_chunk(output.event_ids).decode())
+                state.set(f"c{output.index}", b64encode(encode_chunk(output.event_ids)).decode())
         return changes
 
     out = app.topic(settings.stage_changes_topic, value_serializer="bytes", key_serializer="str")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+from base64 import b64decode
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,14 +47,14 @@ def quix_states(latest: dict[bytes, bytes | None]) -> FinalStates:
     """Customer states from Quix's changelog: keys ``<customer>|"s"``, values JSON strings.
 
     Quix prefixes each state key with the message key and a separator and
-    JSON-serialises the value; the app stores ``encode_state(...)`` as a string.
+    JSON-serialises the value; the app stores ``encode_state(...)`` as a base64 string.
     Dedupe chunks (state keys ``c<n>``) are left out.
     """
     states: dict[bytes, bytes | None] = {}
     for key, value in latest.items():
         if key is None or value is None or not key.endswith(b'|"s"'):
             continue
-        states[key[: -len(b'|"s"')]] = orjson.loads(value).encode()
+        states[key[: -len(b'|"s"')]] = b64decode(orjson.loads(value))
     return decode_states(states)
 
 

@@ -1,21 +1,44 @@
 """The table formats: customer state and sealed dedupe chunks, as stored in the changelogs.
 
-The changelog outlives any one release, so the format carries a version (``v``)
-and stays compact: it is written once per customer per bundle.
+The changelog outlives any one release, so every format carries a version and
+decoding accepts every version ever written: an upgraded worker recovers the
+changelog its predecessor wrote. Two versions of the customer state exist:
+
+* **v1**: a JSON object with ``"v": 1`` (so its first byte is ``{``). Still
+  written for the rare state v2 cannot hold exactly (a timestamp that is not UTC).
+* **v2** (:func:`encode_state`): the byte ``0x02``, the applied-event count as
+  8 bytes big-endian (so :func:`state_version` reads it without decoding), then
+  msgpack ``[atoms, body]``. ``atoms`` holds every string and timestamp of the
+  state once (event ids recur in the dedupe window, the stage changes, the
+  timers and the triggers); ``body`` is positional arrays that refer to atoms by
+  index. A string that is a canonical UUID (lowercase, hyphenated: the usual
+  event id) is stored as its 16 bytes, and a timestamp as msgpack's timestamp
+  extension. Nothing is hashed or dropped: decoding gives back the same
+  values, to the microsecond, so dedupe stays exact. On the benchmark
+  population this is about a third of v1's size.
+
+Sealed dedupe chunks: v1 a JSON array of ids; v2 the byte ``0x02`` and msgpack
+of the ids with canonical UUIDs as 16 bytes.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import struct
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from processor.engine import CustomerState, StageChange, SupportContact, TriggerRef
 from processor.engine.core import MergedStageChange
 from processor.engine.triggers import Fired, Timer, TriggerFired, TriggerState
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""The version :func:`encode_state` writes; :func:`decode_state` reads 1 and 2."""
+
+V1_STATE_VERSION = 1
 
 
 def _time(value: str | None) -> datetime | None:
@@ -153,11 +176,12 @@ def _triggers_from(customer_id: str, doc: dict[str, Any] | None) -> TriggerState
     )
 
 
-def encode_state(state: CustomerState) -> bytes:
+def encode_state_v1(state: CustomerState) -> bytes:
+    """The v1 format (JSON), as releases before v2 wrote it."""
     support = state.last_support
     return orjson.dumps(
         {
-            "v": STATE_VERSION,
+            "v": V1_STATE_VERSION,
             "customer_id": state.customer_id,
             "cycle": state.cycle,
             "stage": state.stage,
@@ -184,9 +208,9 @@ def encode_state(state: CustomerState) -> bytes:
     )
 
 
-def decode_state(raw: bytes) -> CustomerState:
+def _decode_v1(raw: bytes) -> CustomerState:
     doc = orjson.loads(raw)
-    if doc.get("v") != STATE_VERSION:
+    if not isinstance(doc, dict) or doc.get("v") != V1_STATE_VERSION:
         raise ValueError(f"unknown customer state version {doc.get('v')!r}")
     customer_id = doc["customer_id"]
     support = doc["last_support"]
@@ -215,17 +239,305 @@ def decode_state(raw: bytes) -> CustomerState:
     )
 
 
+# --------------------------------------------------------------------------- v2
+
+_V2 = b"\x02"
+_COUNT = struct.Struct(">Q")
+_HEADER = len(_V2) + _COUNT.size
+_msgpack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder()
+
+
+class _NotExact(Exception):
+    """The state holds a value v2 would not give back exactly: write v1 instead."""
+
+
+_MEMO_SIZE = 65_536
+"""Entries of each memo below before it is cleared: event ids recur across one customer's
+writes (the dedupe window), so most conversions are lookups."""
+_packed_memo: dict[str, bytes | None] = {}
+_text_memo: dict[bytes, str] = {}
+
+
+def _uuid_bytes(text: str) -> bytes | None:
+    """The 16 bytes of a canonical UUID string (lowercase, hyphenated), else None."""
+    try:
+        return _packed_memo[text]
+    except KeyError:
+        pass
+    if len(_packed_memo) >= _MEMO_SIZE:
+        _packed_memo.clear()
+    packed = _packed_memo[text] = _pack_uuid(text)
+    return packed
+
+
+def _pack_uuid(text: str) -> bytes | None:
+    if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+        return None
+    digits = text[:8] + text[9:13] + text[14:18] + text[19:23] + text[24:]
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        return None
+    return raw if raw.hex() == digits else None  # fromhex also takes upper case and spaces
+
+
+def _uuid_text(raw: bytes) -> str:
+    try:
+        return _text_memo[raw]
+    except KeyError:
+        pass
+    if len(_text_memo) >= _MEMO_SIZE:
+        _text_memo.clear()
+    h = raw.hex()
+    text = _text_memo[raw] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return text
+
+
+class _Atoms:
+    """Each distinct string and timestamp of one state, numbered in order of first use."""
+
+    def __init__(self) -> None:
+        self.stored: list[Any] = []
+        self.index: dict[Any, int] = {}
+
+    def text(self, value: str) -> int:
+        found = self.index.get(value)
+        if found is None:
+            found = self.index[value] = len(self.stored)
+            packed = _uuid_bytes(value)
+            self.stored.append(value if packed is None else packed)
+        return found
+
+    def time(self, value: datetime) -> int:
+        if value.tzinfo is not UTC:
+            raise _NotExact  # msgpack's timestamp is UTC: another offset would come back as UTC
+        key = (value,)  # a tuple: never equal to a string key
+        found = self.index.get(key)
+        if found is None:
+            found = self.index[key] = len(self.stored)
+            self.stored.append(value)
+        return found
+
+    def maybe_time(self, value: datetime | None) -> int | None:
+        return None if value is None else self.time(value)
+
+    def maybe_text(self, value: str | None) -> int | None:
+        return None if value is None else self.text(value)
+
+
+def encode_state(state: CustomerState) -> bytes:
+    """The current format (v2); v1 for a state v2 cannot hold exactly."""
+    try:
+        body = _body(state)
+    except _NotExact:
+        return encode_state_v1(state)
+    atoms, rest = body
+    return _V2 + _COUNT.pack(state.applied_count) + _msgpack.encode([atoms, rest])
+
+
+def _body(state: CustomerState) -> tuple[list[Any], list[Any]]:
+    a = _Atoms()
+    t, tt, mt = a.text, a.time, a.maybe_time
+    ids = [t(i) for i in state.recent_event_ids]
+    recent: int | list[int] = len(ids) if ids == list(range(len(ids))) else ids
+    changes = [
+        [
+            c.cycle,
+            c.sequence,
+            a.maybe_text(c.from_stage),
+            t(c.to_stage),
+            tt(c.changed_at),
+            mt(c.previous_stage_entered_at),
+            t(c.trigger.event_id),
+            t(c.trigger.topic),
+            t(c.trigger.type),
+            t(c.model_name),
+            t(c.model_version),
+            t(c.caused_by),
+            c.late,
+        ]
+        for c in state.recent_changes
+    ]
+    s = state.last_support
+    support = (
+        None
+        if s is None
+        else [
+            t(s.event_id),
+            t(s.topic),
+            t(s.type),
+            tt(s.occurred_at),
+            t(s.after_purchase),
+            t(s.source),
+            dict(s.properties) if s.properties else None,
+        ]
+    )
+    trig = state.triggers
+    timers = [[t(x.rule), tt(x.deadline), t(x.anchor)] for x in trig.timers]
+    fired = [[t(f.rule), f.cycle, f.count, tt(f.last_at)] for f in trig.fired]
+    fired_recent = [
+        [
+            t(r.trigger),
+            r.cycle,
+            r.occurrence,
+            t(r.stage),
+            tt(r.fired_at),
+            t(r.reason),
+            [t(e) for e in r.evidence],
+            t(r.model_name),
+            t(r.model_version),
+            t(r.caused_by),
+        ]
+        for r in trig.recent
+    ]
+    rest = [
+        t(state.customer_id),
+        state.cycle,
+        t(state.stage),
+        tt(state.stage_entered_at),
+        state.sequence,
+        mt(state.purchase_at),
+        tt(state.last_event_at),
+        recent,
+        changes,
+        support,
+        timers,
+        fired,
+        fired_recent,
+    ]
+    return a.stored, rest
+
+
+def decode_state(raw: bytes) -> CustomerState:
+    """A customer state of any version written so far (v1 JSON or v2 msgpack)."""
+    head = raw[:1]
+    if head == _V2:
+        try:
+            return _decode_v2(raw)
+        except (msgspec.DecodeError, IndexError, TypeError, ValueError, struct.error) as exc:
+            raise ValueError(f"not a v2 customer state: {exc!r}") from exc
+    if head == b"{":
+        return _decode_v1(raw)
+    raise ValueError(f"unknown customer state version (first byte {head!r})")
+
+
+def _decode_v2(raw: bytes) -> CustomerState:
+    (count,) = _COUNT.unpack_from(raw, 1)
+    stored, rest = _unpack.decode(raw[_HEADER:])
+    atoms: list[Any] = [_uuid_text(v) if type(v) is bytes else v for v in stored]
+    get: Callable[[int], Any] = atoms.__getitem__
+
+    def maybe(i: int | None) -> Any:
+        return None if i is None else atoms[i]
+
+    (
+        customer,
+        cycle,
+        stage,
+        entered,
+        sequence,
+        purchase,
+        last_event,
+        recent,
+        changes,
+        support,
+        timers,
+        fired,
+        fired_recent,
+    ) = rest
+    customer_id: str = atoms[customer]
+    recent_ids = tuple(atoms[:recent]) if type(recent) is int else tuple(map(get, recent))
+    return CustomerState(
+        customer_id=customer_id,
+        cycle=cycle,
+        stage=atoms[stage],
+        stage_entered_at=atoms[entered],
+        sequence=sequence,
+        purchase_at=maybe(purchase),
+        last_event_at=atoms[last_event],
+        applied_count=count,
+        recent_event_ids=recent_ids,
+        recent_changes=tuple(
+            StageChange(
+                customer_id=customer_id,
+                cycle=c[0],
+                sequence=c[1],
+                from_stage=maybe(c[2]),
+                to_stage=atoms[c[3]],
+                changed_at=atoms[c[4]],
+                previous_stage_entered_at=maybe(c[5]),
+                trigger=TriggerRef(atoms[c[6]], atoms[c[7]], atoms[c[8]]),
+                model_name=atoms[c[9]],
+                model_version=atoms[c[10]],
+                caused_by=atoms[c[11]],
+                late=c[12],
+            )
+            for c in changes
+        ),
+        last_support=None
+        if support is None
+        else SupportContact(
+            atoms[support[0]],
+            atoms[support[1]],
+            atoms[support[2]],
+            atoms[support[3]],
+            atoms[support[4]],
+            atoms[support[5]],
+            support[6] if support[6] is not None else {},
+        ),
+        triggers=TriggerState()
+        if not (timers or fired or fired_recent)
+        else TriggerState(
+            timers=tuple(Timer(atoms[r], atoms[d], atoms[x]) for r, d, x in timers),
+            fired=tuple(Fired(atoms[r], c, n, atoms[at]) for r, c, n, at in fired),
+            recent=tuple(
+                TriggerFired(
+                    trigger=atoms[f[0]],
+                    customer_id=customer_id,
+                    cycle=f[1],
+                    occurrence=f[2],
+                    stage=atoms[f[3]],
+                    fired_at=atoms[f[4]],
+                    reason=atoms[f[5]],
+                    evidence=tuple(map(get, f[6])),
+                    model_name=atoms[f[7]],
+                    model_version=atoms[f[8]],
+                    caused_by=atoms[f[9]],
+                )
+                for f in fired_recent
+            ),
+        ),
+    )
+
+
 def state_version(raw: bytes) -> int:
     """Events applied so far: every write of a customer's state has a higher count."""
-    count: int = orjson.loads(raw)["applied_count"]
-    return count
+    if raw[:1] == _V2:
+        count: int = _COUNT.unpack_from(raw, 1)[0]
+        return count
+    v1: int = orjson.loads(raw)["applied_count"]
+    return v1
+
+
+# --------------------------------------------------------------------------- chunks
 
 
 def encode_chunk(event_ids: tuple[str, ...]) -> bytes:
+    """v2: canonical UUIDs as their 16 bytes, any other id as its text."""
+    packed = [_uuid_bytes(i) or i for i in event_ids]
+    return _V2 + _msgpack.encode(packed)
+
+
+def encode_chunk_v1(event_ids: tuple[str, ...]) -> bytes:
     return orjson.dumps(event_ids)
 
 
 def decode_chunk(raw: bytes) -> frozenset[str]:
+    """A sealed chunk of either version."""
+    if raw[:1] == _V2:
+        ids = _unpack.decode(raw[1:])
+        return frozenset(_uuid_text(i) if type(i) is bytes else i for i in ids)
     return frozenset(orjson.loads(raw))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from base64 import b64encode
+
 import orjson
 
 from bench.harness.offsets import decode_states
@@ -45,8 +47,8 @@ def test_final_states_skip_markers_and_measure_encoded_sizes() -> None:
 def test_quix_changelog_keys_are_prefixed_and_values_json_strings() -> None:
     raw = encode_state(customer_state("c-2"))
     latest = {
-        b'c-2|"s"': orjson.dumps(raw.decode()),
-        b'c-2|"c0"': orjson.dumps('["e1"]'),
+        b'c-2|"s"': orjson.dumps(b64encode(raw).decode()),
+        b'c-2|"c0"': orjson.dumps(b64encode(b'["e1"]').decode()),
     }
     final = quix_states(latest)
     assert list(final.states) == ["c-2"]

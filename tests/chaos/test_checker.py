@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import orjson
 
 from processor.contracts.bundle import decode_envelope, encode_bundle
 from processor.contracts.inputs import Rejection
 from processor.contracts.limits import Limits, decode_record
 from processor.contracts.outputs import encode_dead_letter, encode_stage_change, encode_trigger
-from processor.contracts.state import encode_state
+from processor.contracts.state import decode_state, encode_state
 from processor.engine import CustomerState, Event, StageChange, apply, load_model, replay
 from processor.engine.triggers import TriggerFired
 from processor.settings import Settings
@@ -145,9 +146,11 @@ def test_a_lost_event_a_regressed_state_and_a_missing_dead_letter_are_caught() -
     other = next(c for c in observed.api if c != customer)
     written = [r for r in observed.changelog if r.key == other.encode()]
     assert len(written) >= 3
-    forked = orjson.loads(written[-1].value)  # type: ignore[arg-type]
-    forked["recent_event_ids"] = [*forked["recent_event_ids"][:-1], "another-event"]
-    observed.changelog.append(replace(written[-1], offset=10**6 + 1, value=orjson.dumps(forked)))
+    last = decode_state(written[-1].value)  # type: ignore[arg-type]
+    forked = msgspec.structs.replace(
+        last, recent_event_ids=(*last.recent_event_ids[:-1], "another-event")
+    )
+    observed.changelog.append(replace(written[-1], offset=10**6 + 1, value=encode_state(forked)))
     found = counts(produced, observed)
     assert found["router.every_valid_event_bundled"] == 1
     assert found["changelog.one_history"] == 1

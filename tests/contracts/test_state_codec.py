@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -11,11 +14,15 @@ from hypothesis import strategies as st
 
 from processor.contracts.state import (
     STATE_VERSION,
+    V1_STATE_VERSION,
     chunk_key,
     decode_chunk,
     decode_state,
     encode_chunk,
+    encode_chunk_v1,
     encode_state,
+    encode_state_v1,
+    state_version,
 )
 from processor.engine import (
     DEDUPE_CHUNK,
@@ -39,8 +46,12 @@ TOPICS: dict[Source, str] = {
 }
 KINDS = sorted(MODEL.evidence)
 
-# Identifiers as they come out of JSON: any text without lone surrogates.
-ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12)
+# Identifiers as they come out of JSON: any text without lone surrogates, and UUIDs in the
+# canonical form v2 packs into 16 bytes as well as forms it must keep as text.
+uuids = st.uuids().flatmap(
+    lambda u: st.sampled_from([str(u), str(u).upper(), u.hex, str(u)[:-1] + " "])
+)
+ids = st.one_of(st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12), uuids)
 # Microseconds included: the format must keep them.
 times = st.integers(0, 400 * 86400 * 10**6).map(lambda us: T0 + timedelta(microseconds=us))
 
@@ -61,7 +72,8 @@ def histories(draw: st.DrawFn) -> list[CustomerState]:
     states: list[CustomerState] = []
     state: CustomerState | None = None
     for i, ((source, event_type), when) in enumerate(picked):
-        event = Event(f"{prefix}-{i}", customer, source, TOPICS[source], event_type, when)
+        event_id = draw(uuids) if draw(st.booleans()) else f"{prefix}-{i}"
+        event = Event(event_id, customer, source, TOPICS[source], event_type, when)
         state = apply(state, event, MODEL).state
         states.append(state)
     return states
@@ -77,7 +89,20 @@ def test_state_round_trips(states):
     for state in states:
         decoded = round_trip(state)
         assert decoded == state
+        assert msgspec.json.encode(decoded) == msgspec.json.encode(state)  # offsets too
         assert encode_state(decoded) == encode_state(state)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories())
+def test_v1_states_in_old_changelogs_decode_to_the_same_value(states):
+    # An upgraded worker recovers what its predecessor wrote: v1 and v2 give the same state.
+    for state in states:
+        old = decode_state(encode_state_v1(state))
+        assert old == state
+        assert msgspec.json.encode(old) == msgspec.json.encode(state)
+        assert decode_state(encode_state(old)) == state
+        assert state_version(encode_state_v1(state)) == state_version(encode_state(state))
 
 
 def test_state_round_trip_keeps_every_field():
@@ -155,14 +180,63 @@ def test_hand_built_state_round_trips_values_the_default_model_never_produces():
 
 def test_state_carries_its_version():
     state = CustomerState("c", 1, "evaluation", T0, 1, None, T0, 1)
-    doc = orjson.loads(encode_state(state))
-    assert doc["v"] == STATE_VERSION
+    assert encode_state(state)[0] == STATE_VERSION == 2
+    doc = orjson.loads(encode_state_v1(state))
+    assert doc["v"] == V1_STATE_VERSION
     assert doc["customer_id"] == "c"
 
 
-@pytest.mark.parametrize("version", [None, 0, STATE_VERSION + 1, "1"])
+def _demo_state() -> CustomerState:
+    state = None
+    steps = [
+        ("clickstream", "page_view", T0),
+        ("clickstream", "checkout_started", T0 + timedelta(hours=1)),
+        ("support", "complaint", T0 + timedelta(days=3, microseconds=7)),
+        ("clickstream", "order_completed", T0 + timedelta(days=2, hours=1)),
+    ]
+    for i, (source, event_type, when) in enumerate(steps):
+        event_id = str(uuid.UUID(int=i + 1, version=4))
+        event = Event(event_id, "cust-1", source, TOPICS[source], event_type, when)
+        state = apply(state, event, MODEL).state
+    assert state is not None
+    return state
+
+
+def test_v2_bytes_are_pinned():
+    # A released format never changes: a new layout is a new version byte.
+    raw = encode_state(_demo_state())
+    assert hashlib.sha256(raw).hexdigest()[:16] == V2_DIGEST
+    assert decode_state(raw) == _demo_state()
+
+
+V2_DIGEST = "d71e4f1d95bf89a2"
+
+
+def test_v2_is_smaller_than_v1_on_uuid_ids():
+    state = _demo_state()
+    assert len(encode_state(state)) < len(encode_state_v1(state)) / 2
+
+
+def test_a_timestamp_that_is_not_utc_is_written_as_v1_and_kept_exactly():
+    # msgpack's timestamp is UTC; the engine only makes UTC times, but a hand-built state
+    # with another offset must not come back changed.
+    paris = timezone(timedelta(hours=1))
+    state = CustomerState("c", 1, "evaluation", T0.astimezone(paris), 1, None, T0, 1)
+    raw = encode_state(state)
+    assert raw[:1] == b"{"
+    decoded = decode_state(raw)
+    assert decoded == state and decoded.stage_entered_at.utcoffset() == timedelta(hours=1)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x00", b"\x03abc", b"[1]", b"\x02\x00", b"\x02" + bytes(8)])
+def test_decode_state_rejects_what_is_not_a_state(raw):
+    with pytest.raises(ValueError):
+        decode_state(raw)
+
+
+@pytest.mark.parametrize("version", [None, 0, V1_STATE_VERSION + 1, "1"])
 def test_decode_state_rejects_unknown_versions(version):
-    doc = orjson.loads(encode_state(CustomerState("c", 1, "evaluation", T0, 1, None, T0, 1)))
+    doc = orjson.loads(encode_state_v1(CustomerState("c", 1, "evaluation", T0, 1, None, T0, 1)))
     if version is None:
         del doc["v"]
     else:
@@ -177,6 +251,13 @@ def test_decode_state_rejects_unknown_versions(version):
 @given(st.lists(ids, max_size=DEDUPE_CHUNK))
 def test_chunk_round_trips(event_ids):
     assert decode_chunk(encode_chunk(tuple(event_ids))) == frozenset(event_ids)
+    assert decode_chunk(encode_chunk_v1(tuple(event_ids))) == frozenset(event_ids)  # old chunks
+
+
+def test_v2_chunk_of_uuids_is_16_bytes_an_id():
+    event_ids = tuple(str(uuid.UUID(int=i, version=4)) for i in range(DEDUPE_CHUNK))
+    assert len(encode_chunk(event_ids)) < 19 * DEDUPE_CHUNK
+    assert decode_chunk(encode_chunk(event_ids)) == frozenset(event_ids)
 
 
 def test_chunk_from_the_engine_round_trips():
@@ -211,9 +292,6 @@ def test_chunk_keys_are_distinct_for_distinct_chunks(c1, i1, c2, i2):
 
 
 def test_state_version_is_the_applied_count() -> None:
-    from processor.contracts.state import state_version
-    from processor.engine import Event, apply, load_model
-
     model = load_model()
     state = None
     versions = []
@@ -222,4 +300,5 @@ def test_state_version_is_the_applied_count() -> None:
         state = apply(state, event, model).state
         assert state is not None
         versions.append(state_version(encode_state(state)))
+        assert state_version(encode_state_v1(state)) == versions[-1]
     assert versions == [1, 2, 3]
