@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from processor.contracts.state import decode_state, encode_state
+from processor.contracts.state import decode_state, encode_state_v1
 from processor.engine import CustomerState, Event, TriggerRef
 from processor.engine.erasure import ForgetRequest
 from processor.engine.ordering import Arrival, InputPartition, Mark
@@ -261,7 +261,8 @@ class MergeMessage:
 
 def encode_merge(message: MergeMessage) -> bytes:
     topic, partition, offset = message.source
-    state = None if message.state is None else orjson.Fragment(encode_state(message.state))
+    # The JSON (v1) state codec: the message is JSON and its schema embeds the state document.
+    state = None if message.state is None else orjson.Fragment(encode_state_v1(message.state))
     return orjson.dumps(
         {
             "kind": MERGE_KIND,

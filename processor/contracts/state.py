@@ -356,6 +356,7 @@ def _body(state: CustomerState) -> tuple[list[Any], list[Any]]:
             t(c.model_version),
             t(c.caused_by),
             c.late,
+            *([t(c.merged_from)] if isinstance(c, MergedStageChange) else []),
         ]
         for c in state.recent_changes
     ]
@@ -458,23 +459,7 @@ def _decode_v2(raw: bytes) -> CustomerState:
         last_event_at=atoms[last_event],
         applied_count=count,
         recent_event_ids=recent_ids,
-        recent_changes=tuple(
-            StageChange(
-                customer_id=customer_id,
-                cycle=c[0],
-                sequence=c[1],
-                from_stage=maybe(c[2]),
-                to_stage=atoms[c[3]],
-                changed_at=atoms[c[4]],
-                previous_stage_entered_at=maybe(c[5]),
-                trigger=TriggerRef(atoms[c[6]], atoms[c[7]], atoms[c[8]]),
-                model_name=atoms[c[9]],
-                model_version=atoms[c[10]],
-                caused_by=atoms[c[11]],
-                late=c[12],
-            )
-            for c in changes
-        ),
+        recent_changes=tuple(_v2_change(customer_id, c, atoms, maybe) for c in changes),
         last_support=None
         if support is None
         else SupportContact(
@@ -509,6 +494,29 @@ def _decode_v2(raw: bytes) -> CustomerState:
             ),
         ),
     )
+
+
+def _v2_change(
+    customer_id: str, c: list[Any], atoms: list[Any], maybe: Callable[[int | None], Any]
+) -> StageChange:
+    """A v2 change row; a 14th element is the anonymous id of an identity merge."""
+    fields: dict[str, Any] = {
+        "customer_id": customer_id,
+        "cycle": c[0],
+        "sequence": c[1],
+        "from_stage": maybe(c[2]),
+        "to_stage": atoms[c[3]],
+        "changed_at": atoms[c[4]],
+        "previous_stage_entered_at": maybe(c[5]),
+        "trigger": TriggerRef(atoms[c[6]], atoms[c[7]], atoms[c[8]]),
+        "model_name": atoms[c[9]],
+        "model_version": atoms[c[10]],
+        "caused_by": atoms[c[11]],
+        "late": c[12],
+    }
+    if len(c) > 13:
+        return MergedStageChange(**fields, merged_from=atoms[c[13]])
+    return StageChange(**fields)
 
 
 def state_version(raw: bytes) -> int:
