@@ -86,37 +86,23 @@ def _change_from_row(customer_id: str, row: list[Any]) -> StageChange:
         by,
         *rest,
     ) = row
-    late = bool(rest and rest[0])
-    if len(rest) == 2:
-        return MergedStageChange(
-            customer_id=customer_id,
-            cycle=cycle,
-            sequence=sequence,
-            from_stage=from_stage,
-            to_stage=to_stage,
-            changed_at=datetime.fromisoformat(changed_at),
-            previous_stage_entered_at=_time(prev),
-            trigger=TriggerRef(event_id, topic, etype),
-            model_name=mn,
-            model_version=mv,
-            caused_by=by,
-            late=late,
-            merged_from=rest[1],
-        )
-    return StageChange(
-        customer_id=customer_id,
-        cycle=cycle,
-        sequence=sequence,
-        from_stage=from_stage,
-        to_stage=to_stage,
-        changed_at=datetime.fromisoformat(changed_at),
-        previous_stage_entered_at=_time(prev),
-        trigger=TriggerRef(event_id, topic, etype),
-        model_name=mn,
-        model_version=mv,
-        caused_by=by,
-        late=late,
-    )
+    fields: dict[str, Any] = {
+        "customer_id": customer_id,
+        "cycle": cycle,
+        "sequence": sequence,
+        "from_stage": from_stage,
+        "to_stage": to_stage,
+        "changed_at": datetime.fromisoformat(changed_at),
+        "previous_stage_entered_at": _time(prev),
+        "trigger": TriggerRef(event_id, topic, etype),
+        "model_name": mn,
+        "model_version": mv,
+        "caused_by": by,
+        "late": bool(rest and rest[0]),
+    }
+    if len(rest) == 2:  # an identity merge's change: its anonymous id
+        return MergedStageChange(**fields, merged_from=rest[1])
+    return StageChange(**fields)
 
 
 def _triggers_doc(state: TriggerState) -> dict[str, Any] | None:
