@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from processor.contracts.state import decode_state
+
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
@@ -52,11 +54,15 @@ def explain(history: Path, customer: str) -> list[str]:
     lines.append("changelog writes (partition@offset: applied_count sequence stage/cycle):")
     for row in _rows(history / "changelog.jsonl"):
         if row["key"] and base64.b64decode(row["key"]) == customer.encode():
-            doc = _value(row)
+            raw = row["value"]
+            if raw is None:
+                lines.append(f"  {_at(row)}p{row['partition']}@{row['offset']}: tombstone")
+                continue
+            state = decode_state(base64.b64decode(raw))  # v1 JSON or v2 msgpack
             lines.append(
-                f"  {_at(row)}p{row['partition']}@{row['offset']}: {doc['applied_count']} "
-                f"{doc['sequence']} {doc['stage']}/c{doc['cycle']} "
-                f"open ids ..{doc['recent_event_ids'][-2:]}"
+                f"  {_at(row)}p{row['partition']}@{row['offset']}: {state.applied_count} "
+                f"{state.sequence} {state.stage}/c{state.cycle} "
+                f"open ids ..{list(state.recent_event_ids[-2:])}"
             )
     lines.append("stage changes (partition@offset: sequence from->to/cycle trigger):")
     for row in _rows(history / "stage-changes.jsonl"):
