@@ -35,6 +35,9 @@ TICK_RETRY_SECONDS = 30.0
 SCAN_YIELD_EVERY = 2000
 """Keys counted between yields to the event loop while recounting after a rebalance."""
 
+RECOUNT_CHECK_EVERY = 0.5
+"""Seconds between checks for a rebalance not counted yet (readiness waits for the count)."""
+
 
 @dataclass
 class Operations:
@@ -68,7 +71,22 @@ class Operations:
     """Customers written while :meth:`recount` scans; None when no scan runs."""
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once partitions are assigned and table recovery is done (and not rebalancing)."""
+        """Ready once partitions are assigned, tables recovered and the local table counted.
+
+        Until :meth:`recount` has read the table after the last rebalance, the
+        funnel and the timer index do not know the customers held locally (a
+        worker restarted on its RocksDB data would answer /funnel with zero
+        customers, and fire no timer), so the worker is not ready yet.
+        """
+        recovered, reason = self.recovered()
+        if not recovered:
+            return False, reason
+        if self.counted_generation != self.generation:
+            return False, "counting the local table (funnel and timers) after a rebalance"
+        return True, "ready"
+
+    def recovered(self) -> tuple[bool, str]:
+        """Partitions assigned and table recovery done (and not rebalancing): a recount may run."""
         if self.failstop.reason is not None:
             return False, f"stopped after a failure: {self.failstop.reason}"
         if not self.rebalance_completed:
@@ -97,7 +115,7 @@ class Operations:
         cast(Any, self.app.on_rebalance_complete).connect(self._on_rebalance_complete)
         cast(Any, self.app.on_partitions_revoked).connect(self._on_revoked)
         cast(Any, self.app.on_before_shutdown).connect(self._on_shutdown)
-        self.app.timer(interval=2.0)(self._fail_stop(self._recount_after_rebalance))
+        self.app.timer(interval=RECOUNT_CHECK_EVERY)(self._fail_stop(self._recount_after_rebalance))
         self.app.timer(interval=5.0)(self._measure_lag)
         self.app.timer(interval=self.settings.timer_interval)(self._fail_stop(self._tick))
         self.metrics.add_collector(self.collect)
@@ -157,7 +175,7 @@ class Operations:
         await self.app.producer.flush()
 
     async def _recount_after_rebalance(self) -> None:
-        if self.readiness()[0] and self.counted_generation != self.generation:
+        if self.recovered()[0] and self.counted_generation != self.generation:
             await self.recount()
 
     async def _measure_lag(self) -> None:
@@ -173,7 +191,7 @@ class Operations:
         a fresh consumer, which reads from the last commit.
         """
         timeout = self.settings.stall_timeout
-        if timeout <= 0 or not self.readiness()[0]:
+        if timeout <= 0 or not self.recovered()[0]:
             self.progress.clear()  # rebalancing or recovering: no progress expected
             return
         consumer, committed = self._consumer()
@@ -253,7 +271,7 @@ class Operations:
         The partition's clock is its event-time clock (processor.app.ordering) while
         anything is behind or held, and the wall clock once every input is idle.
         """
-        if not self.readiness()[0] or self.counted_generation != self.generation:
+        if not self.readiness()[0]:
             return
         wall = datetime.now(UTC)
         caught_up = await self._caught_up()
