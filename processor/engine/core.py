@@ -53,7 +53,7 @@ STAGE_CHANGE_NAMESPACE = uuid.UUID("8a3e5d2c-6b1f-5e4a-9c7d-737461676532")
 v1's ids (customer and sequence) used 5f0b7c1e-3f1a-5d7e-9a53-6a6f75726e79."""
 
 
-class Event(msgspec.Struct, frozen=True):
+class Event(msgspec.Struct, frozen=True, gc=False):
     """One valid input event, decoded from any of the three input topics."""
 
     event_id: str
@@ -73,7 +73,7 @@ class Event(msgspec.Struct, frozen=True):
     identify event, which links the anonymous id to the customer (see identity.py)."""
 
 
-class TriggerRef(msgspec.Struct, frozen=True):
+class TriggerRef(msgspec.Struct, frozen=True, gc=False):
     """The event that caused a stage change."""
 
     event_id: str
@@ -81,7 +81,7 @@ class TriggerRef(msgspec.Struct, frozen=True):
     type: str
 
 
-class StageChange(msgspec.Struct, frozen=True):
+class StageChange(msgspec.Struct, frozen=True, gc=False):
     """A customer moved from one stage to another; the unit of output."""
 
     customer_id: str
@@ -147,7 +147,7 @@ def stage_change_id(change: StageChange) -> str:
     return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, repr(content)))
 
 
-class SupportContact(msgspec.Struct, frozen=True):
+class SupportContact(msgspec.Struct, frozen=True, gc=False):
     """The latest support contact seen, kept to place it relative to a later-arriving purchase."""
 
     event_id: str
@@ -171,7 +171,7 @@ class SupportContact(msgspec.Struct, frozen=True):
         )
 
 
-class ChunkSealed(msgspec.Struct, frozen=True):
+class ChunkSealed(msgspec.Struct, frozen=True, gc=False):
     """The open dedupe chunk is full: the shell stores it under ``index`` and drops older ones."""
 
     customer_id: str
@@ -188,7 +188,7 @@ Output = StageChange | TriggerFired | ChunkSealed
 Outcome = Literal["applied", "duplicate", "ignored"]
 
 
-class CustomerState(msgspec.Struct, frozen=True):
+class CustomerState(msgspec.Struct, frozen=True, gc=False):
     """Everything the engine remembers about one customer. Bounded in size."""
 
     customer_id: str

@@ -245,7 +245,7 @@ RECENT_TRIGGERS = 8
 """Triggers kept in the state, for re-emission on replay and for queries."""
 
 
-class Timer(msgspec.Struct, frozen=True):
+class Timer(msgspec.Struct, frozen=True, gc=False):
     """An armed absence: fires at ``deadline`` (event time) unless cancelled first."""
 
     rule: str
@@ -254,7 +254,7 @@ class Timer(msgspec.Struct, frozen=True):
     """The event id that armed (or last re-armed) the timer: the evidence."""
 
 
-class Fired(msgspec.Struct, frozen=True):
+class Fired(msgspec.Struct, frozen=True, gc=False):
     """How often a rule fired in a cycle, and when last: enforces once-per-cycle and cool-downs."""
 
     rule: str
@@ -263,7 +263,7 @@ class Fired(msgspec.Struct, frozen=True):
     last_at: datetime
 
 
-class TriggerFired(msgspec.Struct, frozen=True):
+class TriggerFired(msgspec.Struct, frozen=True, gc=False):
     """A trigger for marketing automation; the unit of output on ``journey.triggers``."""
 
     trigger: str
@@ -315,7 +315,7 @@ def trigger_id(fired: TriggerFired) -> str:
     return str(uuid.uuid5(TRIGGER_NAMESPACE, repr(content)))
 
 
-class TriggerState(msgspec.Struct, frozen=True):
+class TriggerState(msgspec.Struct, frozen=True, gc=False):
     """A customer's armed timers, firing counts of the current cycle, and recent triggers."""
 
     timers: tuple[Timer, ...] = ()
@@ -327,7 +327,7 @@ class TriggerState(msgspec.Struct, frozen=True):
         return min((t.deadline for t in self.timers), default=None)
 
 
-class Context(msgspec.Struct, frozen=True):
+class Context(msgspec.Struct, frozen=True, gc=False):
     """What trigger evaluation needs to know about the customer and the model."""
 
     customer_id: str
