@@ -458,12 +458,23 @@ def on_applied(
                 elif rule.until_activity and at + rule.within > armed.deadline:
                     timers[rule.name] = Timer(rule.name, at + rule.within, event.event_id)
 
-    new = TriggerState(
-        timers=tuple(sorted(timers.values(), key=lambda t: (t.deadline, t.rule))),
-        fired=counts.snapshot(),
-        recent=(*state.recent, *fired_now)[-RECENT_TRIGGERS:],
-    )
+    recent = state.recent
+    if fired_now or len(recent) > RECENT_TRIGGERS:
+        recent = (*recent, *fired_now)[-RECENT_TRIGGERS:]
+    new = TriggerState(timers=_by_deadline(timers), fired=counts.snapshot(), recent=recent)
     return new, tuple(fired_now)
+
+
+def _by_deadline(timers: dict[str, Timer]) -> tuple[Timer, ...]:
+    """The armed timers in state order: by deadline, then rule name."""
+    armed = tuple(timers.values())
+    if len(armed) < 2:
+        return armed
+    return tuple(sorted(armed, key=_timer_order))
+
+
+def _timer_order(timer: Timer) -> tuple[datetime, str]:
+    return timer.deadline, timer.rule
 
 
 def on_tick(
@@ -562,4 +573,10 @@ class _Counts:
         return count
 
     def snapshot(self) -> tuple[Fired, ...]:
-        return tuple(sorted(self.by_rule.values(), key=lambda f: f.rule))
+        counts = tuple(self.by_rule.values())
+        if len(counts) < 2:
+            return counts
+        return tuple(sorted(counts, key=_RULE_NAME))
+
+
+_RULE_NAME = operator.attrgetter("rule")

@@ -27,7 +27,14 @@ from processor.engine import (
     parse_model,
     replay,
 )
-from processor.engine.core import _context, fire_due
+from processor.engine.core import (
+    _apply_general,
+    _apply_still,
+    _context,
+    _moves,
+    _target,
+    fire_due,
+)
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import (
     TRIGGER_NAMESPACE,
@@ -1035,6 +1042,30 @@ def test_a_quiet_event_is_exactly_what_the_full_evaluation_gives(events, data):
             assert (full, fired_now) == (state.triggers, ())
         step = apply(state, event, MODEL)
         state = step.state
+
+
+@settings(max_examples=400, deadline=None)
+@given(histories(), st.data())
+def test_the_still_path_gives_exactly_what_the_general_path_gives(events, data):
+    """apply() takes a short path for an event that moves no stage: never wrongly.
+
+    ``_moves`` must say "moves" exactly when the general path emits a stage change,
+    and where it does not, the short path must give the same step: state, outputs
+    (triggers, a sealed dedupe chunk) and outcome."""
+    state: CustomerState | None = None
+    for i, event in enumerate(events):
+        if state is not None and data.draw(st.booleans(), label=f"tick before {i}"):
+            now = state.last_event_at + timedelta(hours=data.draw(st.integers(0, 24 * 90)))
+            state = fire_due(state, now, f"tick-{i}", MODEL).state
+        evidence = MODEL.evidence_for(event.source, event.type)
+        if state is not None and evidence is not None:
+            general = _apply_general(state, event, evidence, MODEL)
+            moved = any(isinstance(o, StageChange) for o in general.outputs)
+            target = _target(state, event, evidence)
+            assert _moves(state, event, target, evidence, MODEL) == moved
+            if not moved:
+                assert _apply_still(state, event, target, evidence, MODEL) == general
+        state = apply(state, event, MODEL).state
 
 
 def test_most_events_are_quiet_for_the_default_rules():
