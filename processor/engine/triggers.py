@@ -409,8 +409,10 @@ def on_applied(
             )
         )
 
+    stage = ctx.stage
     for rule in ctx.rules:
-        if rule.kind == "stage_entered":
+        kind = rule.kind
+        if kind == "stage_entered":
             for change in changes:
                 if change.to_stage == rule.stage:
                     fire(
@@ -419,8 +421,8 @@ def on_applied(
                         f"entered {rule.stage} (cycle {change.cycle})",
                         (change.trigger.event_id,),
                     )
-        elif rule.kind == "event":
-            for seen, stage_then in judged if judged is not None else [(event, ctx.stage)]:
+        elif kind == "event":
+            for seen, stage_then in judged if judged is not None else [(event, stage)]:
                 if stage_then != rule.stage:
                     continue
                 for match in rule.events:
@@ -430,17 +432,22 @@ def on_applied(
                         fire(rule, seen.occurred_at, reason, (seen.event_id,))
                         break
         elif rule.after_stage is not None:
-            armed = timers.get(rule.name)
-            entered = [c for c in changes if c.to_stage == rule.after_stage]
-            if ctx.stage != rule.after_stage:
-                timers.pop(rule.name, None)  # progress (or a new cycle): cancelled
-            elif entered:
-                anchor = entered[-1]
+            if stage != rule.after_stage:
+                if timers:
+                    timers.pop(rule.name, None)  # progress (or a new cycle): cancelled
+                continue
+            entered = None
+            for change in changes:
+                if change.to_stage == stage:
+                    entered = change  # the last entry counts
+            if entered is not None:
                 timers[rule.name] = Timer(
-                    rule.name, anchor.changed_at + rule.within, anchor.trigger.event_id
+                    rule.name, entered.changed_at + rule.within, entered.trigger.event_id
                 )
-            elif armed is not None and rule.until_activity and at + rule.within > armed.deadline:
-                timers[rule.name] = Timer(rule.name, at + rule.within, event.event_id)
+            elif rule.until_activity:
+                armed = timers.get(rule.name)
+                if armed is not None and at + rule.within > armed.deadline:
+                    timers[rule.name] = Timer(rule.name, at + rule.within, event.event_id)
         else:
             assert rule.after_event is not None
             armed = timers.get(rule.name)
