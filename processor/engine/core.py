@@ -226,6 +226,10 @@ class Step(NamedTuple):
     outcome: Outcome
 
 
+_new_step = tuple.__new__
+"""Builds a Step in C: ``Step(...)`` goes through a Python-level ``__new__`` (0.1 us a call)."""
+
+
 def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Step:
     """Apply one event to one customer's state.
 
@@ -246,7 +250,7 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
     event_id = event.event_id
     if event_id in state.recent_event_ids:
         return replay(state, event_id)
-    target = _target(state, event, evidence)
+    target = evidence.stage if type(evidence) is FixedEvidence else _target(state, event, evidence)
     if _moves(state, event, target, evidence, model):
         return _apply_general(state, event, evidence, model)
     return _apply_still(state, event, target, evidence, model)
@@ -327,7 +331,7 @@ def _apply_still(
         last_support=last_support,
         triggers=triggers,
     )
-    return Step(still, outputs, "applied")
+    return _new_step(Step, (still, outputs, "applied"))
 
 
 def _apply_general(
@@ -429,9 +433,13 @@ def _triggers(
     """
     if not model.triggers:
         return after, ()
-    if not changes and model.reactions.quiet(
-        after.triggers, after.stage, after.cycle, event.source, event.type
-    ):
+    previous_cycle = None if before is None else before.cycle
+    if changes:
+        if model.reactions.quiet_after(
+            after.triggers, after.stage, after.cycle, previous_cycle, event, changes
+        ):
+            return after, ()
+    elif model.reactions.quiet(after.triggers, after.stage, after.cycle, event.source, event.type):
         return after, ()
     judged = [(event, event_stage)]
     contact = after.last_support
@@ -445,7 +453,7 @@ def _triggers(
     triggers, fired = on_applied(
         after.triggers,
         _context(after, model),
-        previous_cycle=None if before is None else before.cycle,
+        previous_cycle=previous_cycle,
         changes=changes,
         event=event,
         judged=judged,
@@ -567,4 +575,4 @@ def _remember(state: CustomerState, event: Event, outputs: tuple[Output, ...]) -
         outputs = (*outputs, ChunkSealed(state.customer_id, index, ids))
         ids = ()
     remembered = replace(state, recent_event_ids=ids, applied_count=state.applied_count + 1)
-    return Step(remembered, outputs, "applied")
+    return _new_step(Step, (remembered, outputs, "applied"))
