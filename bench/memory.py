@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -72,7 +73,7 @@ from processor.broker import EmbeddedBroker, free_port
 from processor.contracts.inputs import decode_event
 from processor.contracts.state import encode_state
 from processor.engine import CustomerState, Event, apply, load_model
-from processor.settings import Settings
+from processor.settings import Secret, Settings
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -213,9 +214,13 @@ def disk_usage(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def http_status(url: str) -> tuple[int | None, bytes]:
+def http_status(url: str, token: str = "") -> tuple[int | None, bytes]:
+    """GET ``url`` (with the API token, which /customers requires); status and body."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -257,6 +262,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> i
         web_port=free_port(),
         store_url="rocksdb://",
         log_level="info",
+        api_token=Secret(secrets.token_urlsafe(16)),  # /customers answers 401 without one
     )
     state_log = f"{settings.app_id}-customer-state-changelog"
     await create_topics(
@@ -371,7 +377,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> i
             found = 0
             for customer in sample:
                 status, body = await asyncio.to_thread(
-                    http_status, f"http://127.0.0.1:{settings.web_port}/customers/{customer}"
+                    http_status,
+                    f"http://127.0.0.1:{settings.web_port}/customers/{customer}",
+                    settings.api_token_value(),
                 )
                 found += status == 200 and json.loads(body or b"{}").get("customer_id") == customer
             print(
