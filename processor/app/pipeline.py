@@ -222,6 +222,10 @@ class Engine:
             on_state_written=self._state_written,
             on_state_deleted=self._state_deleted,
         )
+        self._events_tally: dict[tuple[str, str, str], int] = defaultdict(int)
+        """journey_events_total per (topic, type, outcome), added up over a bundle."""
+        self._records_tally: dict[tuple[str, int, str], int] = defaultdict(int)
+        """Input records' outcomes per (topic, input partition, outcome), over a bundle."""
 
     def _state_written(
         self, partition: int, before: CustomerState | None, after: CustomerState
@@ -253,11 +257,27 @@ class Engine:
         by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)
         for event, origin in released:
             by_customer[event.customer_id].append((event, origin))
-        for customer_id, customer_events in by_customer.items():
-            # A store or send failure raises out of here: the agent stops the worker
-            # (fail-stop) rather than dead-letter events whose outputs may be out.
-            await self._apply_customer(customer_id, customer_events, position)
+        try:
+            for customer_id, customer_events in by_customer.items():
+                # A store or send failure raises out of here: the agent stops the worker
+                # (fail-stop) rather than dead-letter events whose outputs may be out.
+                await self._apply_customer(customer_id, customer_events, position)
+        finally:
+            self._flush_tally()
         self.metrics.bundle_seconds.observe(time.perf_counter() - started)
+
+    def _flush_tally(self) -> None:
+        """Add the bundle's event and record counts to their counters, once per label set.
+
+        A counter's ``labels(...).inc()`` costs about 1.5 us; per event that was a
+        tenth of the shell's own time. Totals are the same, only added a bundle at a time.
+        """
+        for (topic, type_, outcome), n in self._events_tally.items():
+            self.metrics.events.labels(topic, type_, outcome).inc(n)
+        for (topic, partition, outcome), n in self._records_tally.items():
+            self.metrics.records.labels(topic, str(partition), outcome).inc(n)
+        self._events_tally.clear()
+        self._records_tally.clear()
 
     async def _apply_customer(
         self,
@@ -284,9 +304,8 @@ class Engine:
             metrics.event_time_lag.observe(time.time() - event.occurred_at.timestamp())
             state = step.state
             replayed = replayed or step.outcome == "duplicate"
-            metrics.events.labels(
-                event.topic, type_label(self.model, event.source, event.type), step.outcome
-            ).inc()
+            label = type_label(self.model, event.source, event.type)
+            self._events_tally[(event.topic, label, step.outcome)] += 1
             self._count(event, origin, step.outcome)
             for output in step.outputs:
                 if isinstance(output, ChunkSealed):
@@ -300,8 +319,9 @@ class Engine:
             await self.store.put(position.partition, before, state)
 
     def _count(self, event: Event, origin: InputPosition | None, outcome: str) -> None:
+        """Count the input record's outcome (as Metrics.outcome does, a bundle at a time)."""
         if origin is not None:
-            self.metrics.outcome(event.topic, origin[0], outcome)
+            self._records_tally[(event.topic, origin[0], outcome)] += 1
 
     async def _apply_forget(self, message: ForgetMessage, partition: int) -> None:
         """Forget a customer on the partition that owns it, then confirm (processor/app/erasure.py).

@@ -34,6 +34,8 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Literal
 
+import msgspec
+
 from processor.engine.core import Event
 
 InputPartition = tuple[str, int]
@@ -65,8 +67,7 @@ class Mark:
     idle: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
+class Arrival(msgspec.Struct, frozen=True, gc=False):
     """An event as it reaches the engine side, with where it was read (for the tie-break)."""
 
     event: Event
@@ -79,8 +80,7 @@ class Arrival:
         return (self.event.occurred_at, self.event.topic, self.partition, self.offset)
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
+class Held(msgspec.Struct, frozen=True, gc=False):
     key: Key
     event: Event
     arrived_at: datetime
@@ -89,8 +89,7 @@ class Held:
     """Which message it came in (the shell stores held events per message)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Released:
+class Released(msgspec.Struct, frozen=True, gc=False):
     event: Event
     why: Why
     held_seconds: float

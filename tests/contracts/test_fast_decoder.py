@@ -62,7 +62,9 @@ def documents() -> st.SearchStrategy[dict[str, Any]]:
             "occurred_at": timestamps | values,
         },
         optional={
-            "properties": st.dictionaries(st.text(max_size=5), scalars, max_size=4) | values,
+            "properties": st.dictionaries(st.text(max_size=5), scalars, max_size=4)
+            | st.dictionaries(st.text(max_size=5), st.lists(scalars, max_size=4), max_size=3)
+            | values,
             "anonymous_id": st.sampled_from(["a-1", "c-1", ""]) | st.text(max_size=6) | values,
             "extra": values,
         },
@@ -121,6 +123,14 @@ CORNERS = (
             b"NaN",
             b"Infinity",
             b"[1]",
+            b'["a", 1, 2.5, true, null]',
+            b"[1, 18446744073709551615]",
+            b"[1, 18446744073709551616]",
+            b"[-9223372036854775809]",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"[[1]]",
+            b'[{"a": 1}]',
             b"{}",
             b"true",
         )

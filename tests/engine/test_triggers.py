@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, timedelta, timezone
@@ -27,12 +28,21 @@ from processor.engine import (
     parse_model,
     replay,
 )
-from processor.engine.core import _context, fire_due
+from processor.engine.core import (
+    _apply_general,
+    _apply_still,
+    _context,
+    _moves,
+    _target,
+    fire_due,
+)
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import (
     TRIGGER_NAMESPACE,
+    Reactions,
     Timer,
     TriggerFired,
+    TriggerState,
     on_applied,
     trigger_id,
 )
@@ -1035,6 +1045,95 @@ def test_a_quiet_event_is_exactly_what_the_full_evaluation_gives(events, data):
             assert (full, fired_now) == (state.triggers, ())
         step = apply(state, event, MODEL)
         state = step.state
+
+
+@settings(max_examples=400, deadline=None)
+@given(histories(), st.data())
+def test_the_still_path_gives_exactly_what_the_general_path_gives(events, data):
+    """apply() takes a short path for an event that moves no stage: never wrongly.
+
+    ``_moves`` must say "moves" exactly when the general path emits a stage change,
+    and where it does not, the short path must give the same step: state, outputs
+    (triggers, a sealed dedupe chunk) and outcome."""
+    state: CustomerState | None = None
+    for i, event in enumerate(events):
+        if state is not None and data.draw(st.booleans(), label=f"tick before {i}"):
+            now = state.last_event_at + timedelta(hours=data.draw(st.integers(0, 24 * 90)))
+            state = fire_due(state, now, f"tick-{i}", MODEL).state
+        evidence = MODEL.evidence_for(event.source, event.type)
+        if state is not None and evidence is not None:
+            general = _apply_general(state, event, evidence, MODEL)
+            moved = any(isinstance(o, StageChange) for o in general.outputs)
+            target = _target(state, event, evidence)
+            assert _moves(state, event, target, evidence, MODEL) == moved
+            if not moved:
+                assert _apply_still(state, event, target, evidence, MODEL) == general
+        state = apply(state, event, MODEL).state
+
+
+class _NeverQuiet(Reactions):
+    """Reactions that never let the engine skip the full trigger evaluation."""
+
+    def quiet(self, *args: Any) -> bool:
+        return False
+
+    def quiet_after(self, *args: Any) -> bool:
+        return False
+
+
+def _always_evaluating(model: JourneyModel) -> JourneyModel:
+    loud = dataclasses.replace(model)
+    object.__setattr__(loud, "reactions", _NeverQuiet.of(model.triggers))
+    return loud
+
+
+@settings(max_examples=400, deadline=None)
+@given(histories(), st.data())
+def test_skipping_quiet_evaluations_changes_no_step(events, data):
+    """Reactions.quiet and quiet_after (also after stage changes) never skip wrongly:
+    every step equals the step of an engine that evaluates every rule every time."""
+    loud = _always_evaluating(MODEL)
+    state: CustomerState | None = None
+    for i, event in enumerate(events):
+        if state is not None and data.draw(st.booleans(), label=f"tick before {i}"):
+            now = state.last_event_at + timedelta(hours=data.draw(st.integers(0, 24 * 90)))
+            state = fire_due(state, now, f"tick-{i}", MODEL).state
+        step = apply(state, event, MODEL)
+        assert step == apply(state, event, loud)
+        state = step.state
+
+
+def test_a_new_cycle_into_a_quiet_stage_still_drops_the_armed_timers():
+    """A checkout after the purchase arms cart_abandoned; a page view 40 days later starts
+    cycle 2 in need recognition (a stage no rule watches): the timer must go all the same.
+    Only cart_abandoned is defined, so no firing count of cycle 1 gives the change away."""
+    model = dataclasses.replace(
+        MODEL, triggers=tuple(r for r in MODEL.triggers if r.name == "cart_abandoned")
+    )
+    loud = _always_evaluating(model)
+    state: CustomerState | None = None
+    for event in (ev("order_completed", 0), ev("checkout_started", 1), ev("page_view", 40)):
+        step = apply(state, event, model)
+        assert step == apply(state, event, loud)
+        state = step.state
+    assert state is not None and state.cycle == 2 and state.triggers.timers == ()
+
+
+def test_entering_an_early_stage_is_quiet_and_a_watched_one_is_not():
+    """quiet_after: a first page view (need recognition) wakes no rule; a first add to
+    cart (evaluation: sales_assist, stalled_in_evaluation) does."""
+    reactions = MODEL.reactions
+    for type_, quiet in (("page_view", True), ("add_to_cart", False)):
+        event = ev(type_, 0)
+        _, [step] = run([event])
+        assert step.state is not None
+        change = step.outputs[0]
+        assert isinstance(change, StageChange)
+        assert (
+            reactions.quiet_after(TriggerState(), change.to_stage, 1, None, event, (change,))
+            is quiet
+        )
+        assert (step.state.triggers == TriggerState()) is quiet
 
 
 def test_most_events_are_quiet_for_the_default_rules():
