@@ -186,6 +186,7 @@ def create_app(
     dead_letters = app.topic(settings.dead_letter_topic, **raw)
     erasure_requests = app.topic(settings.erasure_requests_topic, **raw)
     erasures = app.topic(settings.erasures_topic, **raw)
+    identities = app.topic(settings.identities_topic, **raw)
 
     states = monotonic_table(
         app,
@@ -201,6 +202,14 @@ def create_app(
         version=lambda _: 0,  # a sealed chunk is written once and never changes
         partitions=settings.partitions,
         help="Sealed chunks of applied event ids, per customer",
+        deliveries=deliveries,
+    )
+    aliases = monotonic_table(
+        app,
+        "customer-aliases",
+        version=lambda _: 0,  # written once per link; a forget tombstones it
+        partitions=settings.partitions,
+        help="Anonymous id -> its customer, on the anonymous id's partition (app/identity.py)",
         deliveries=deliveries,
     )
     order = monotonic_table(
@@ -252,14 +261,14 @@ def create_app(
         clock=router_clock,
     )
     timers = TimerIndex(max_clock_skew=settings.max_clock_skew)
-    compactor = Compactor(by_customer=(states, chunks), whole=(order,))
+    compactor = Compactor(by_customer=(states, chunks, aliases), whole=(order,))
     operations = Operations(
         app,
         settings,
         model,
         metrics,
         states,
-        (states, chunks, order),
+        (states, chunks, aliases, order),
         timers=timers,
         events=events,
         ordering=ordering,
@@ -284,6 +293,10 @@ def create_app(
         on_state_deleted=operations.state_deleted,
         on_erased=compactor.erased,
         settle=deliveries.settle,
+        aliases=aliases,
+        send_internal=sender(events),
+        send_identity=sender(identities),
+        partitions=settings.partitions,
     )
     erasure_router = ErasureRouter(
         partitions=settings.partitions,

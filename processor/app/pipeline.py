@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from aiokafka.partitioner import murmur2
 
+from processor.app.identity import IdentityShell
 from processor.app.metrics import Metrics
 from processor.app.ordering import PartitionOrder, Pending, RouterClock
 from processor.app.store import CustomerStore, Settle, StateDeleted, StateTable, StateWritten
@@ -64,6 +65,7 @@ from processor.engine import (
 )
 from processor.engine.core import fire_due
 from processor.engine.erasure import forget
+from processor.engine.identity import is_identify, partition_key
 from processor.engine.ordering import Arrival
 from processor.engine.triggers import TriggerFired
 
@@ -134,7 +136,8 @@ class Router:
             event = await self._decode(record)
             if event is not None:
                 arrival = self.clock.arrival(event, record.partition, record.offset, pending)
-                bundles[partition_for(event.customer_id, self.partitions)].append(arrival)
+                key = partition_key(event, self.model)  # an identify: the anonymous id's
+                bundles[partition_for(key, self.partitions)].append(arrival)
         marks = self.clock.marks(pending)
         for partition, arrivals in sorted(bundles.items()):
             for value in encode_ordered_bundles(arrivals, marks, self.limits.max_bundle_bytes):
@@ -154,7 +157,9 @@ class Router:
         if isinstance(decoded, Rejection):
             await self.dead_letter(record, decoded.reason, decoded.detail)
             return None
-        if self.model.evidence_for(source, decoded.type) is None:
+        if self.model.evidence_for(source, decoded.type) is None and not is_identify(
+            decoded, self.model
+        ):
             self.metrics.events.labels(record.topic, "other", "ignored").inc()
             self.metrics.outcome(record.topic, record.partition, "ignored")
             return None
@@ -198,6 +203,10 @@ class Engine:
         on_state_deleted: StateDeleted | None = None,
         on_erased: Callable[[int, str], None] | None = None,
         settle: Settle | None = None,
+        aliases: StateTable | None = None,
+        send_internal: Send | None = None,
+        send_identity: Send | None = None,
+        partitions: int = 1,
     ) -> None:
         self.model = model
         self.settle = settle
@@ -221,6 +230,18 @@ class Engine:
             chunks,
             on_state_written=self._state_written,
             on_state_deleted=self._state_deleted,
+            aliases=aliases,
+        )
+        self.identity = IdentityShell(
+            model=model,
+            store=self.store,
+            route=lambda customer_id: partition_for(customer_id, partitions),
+            send_internal=send_internal,
+            send_identity=send_identity,
+            send_outputs=self._send_outputs,
+            metrics=metrics,
+            ce_source=ce_source,
+            settle=settle,
         )
 
     def _state_written(
@@ -249,14 +270,30 @@ class Engine:
         if envelope.forget is not None:
             await self._apply_forget(envelope.forget, position.partition)
             return
+        if envelope.merge is not None:  # identity (processor/app/identity.py)
+            archive = _Archive(self.chunks, envelope.merge.customer_id, position.partition)
+            await self.identity.merge(envelope.merge, position.partition, archive)
+            return
+        if envelope.forward is not None:  # already ordered on the anonymous id's partition
+            forwarded = envelope.forward
+            await self._apply_customer(forwarded.customer_id, forwarded.events, position)
+            return
         released = await self.ordering.release(envelope, position.partition, position.offset)
         by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)
         for event, origin in released:
-            by_customer[event.customer_id].append((event, origin))
+            by_customer[partition_key(event, self.model)].append((event, origin))
         for customer_id, customer_events in by_customer.items():
             # A store or send failure raises out of here: the agent stops the worker
             # (fail-stop) rather than dead-letter events whose outputs may be out.
-            await self._apply_customer(customer_id, customer_events, position)
+            if any(e.anonymous_id is not None for e, _ in customer_events):
+                await self.identity.apply(
+                    customer_id,
+                    customer_events,
+                    position.partition,
+                    lambda key, events, _: self._apply_customer(key, events, position),
+                )
+            else:
+                await self._apply_customer(customer_id, customer_events, position)
         self.metrics.bundle_seconds.observe(time.perf_counter() - started)
 
     async def _apply_customer(
@@ -320,14 +357,16 @@ class Engine:
         decision = forget(state, request)
         for held in await self.ordering.drop_customer(partition, request.customer_id):
             self.metrics.outcome(held.event.topic, held.key[2], "erased")
+        await self.identity.forget_aliases(state, message)  # before the state that lists them
         await self.store.delete(partition, request.customer_id, decision, state, self.settle)
         if self.on_erased is not None:
             self.on_erased(partition, request.customer_id)
         if self.settle is not None and not await self.settle():
             raise RuntimeError(f"the tombstones of {request.customer_id!r} were not delivered")
         await self.send_erased(encode_customer_erased(decision.confirmation, self.ce_source), None)
-        self.metrics.outcome(message.source[0], message.source[1], "applied")
-        self.metrics.erasures.labels("found" if decision.had_state else "none").inc()
+        if message.alias_of is None:  # an alias's forget: its request is counted at its customer
+            self.metrics.outcome(message.source[0], message.source[1], "applied")
+            self.metrics.erasures.labels("found" if decision.had_state else "none").inc()
 
     async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
         """Fire the partition's due timers; a replayed tick re-emits what it fired."""

@@ -1,11 +1,13 @@
 """Identity on the wire: the anonymous id's final record on ``journey.identities``
-(``identity_merged``, schemas/identity-merged.v1.json).
+(``identity_merged``, schemas/identity-merged.v1.json), and the alias table's rows.
 
 Deterministic like every output: the same identify event gives the same id,
 bytes and CloudEvents headers, so a replayed identify is a dedupable repeat.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import orjson
 
@@ -45,3 +47,33 @@ def encode_identity_merged(merged: IdentityMerged, source: str) -> Record:
         ("content-type", b"application/json"),
     ]
     return Record(merged.anonymous_id.encode(), orjson.dumps(document), headers)
+
+
+class Alias(NamedTuple):
+    """A row of the ``customer-aliases`` table: anonymous id (the key) -> its customer.
+
+    Stored on the anonymous id's partition. ``identify`` is the event id of the
+    identify event that linked them: the same event again is a replay (redo
+    everything, identically); another identify of the same anonymous id links
+    nothing (the first link wins).
+    """
+
+    customer_id: str
+    identify: str
+
+
+ALIAS_VERSION = 1
+
+
+def encode_alias(alias: Alias) -> bytes:
+    """JSON ``{"v": 1, "customer_id": ..., "identify": ...}``."""
+    return orjson.dumps(
+        {"v": ALIAS_VERSION, "customer_id": alias.customer_id, "identify": alias.identify}
+    )
+
+
+def decode_alias(raw: bytes) -> Alias:
+    doc = orjson.loads(raw)
+    if not isinstance(doc, dict) or doc.get("v") != ALIAS_VERSION:
+        raise ValueError("unknown alias record version")
+    return Alias(doc["customer_id"], doc["identify"])

@@ -29,6 +29,8 @@ exactly as it would on that union (tests/engine/test_identity.py). Field by fiel
   that had already left the anonymous window are counted but not remembered, as
   they would not have been. :class:`Merged` says which chunks to store and which
   of the customer's chunks leave the window.
+* ``aliases``: the customer's, then the anonymous id (and any the anonymous side had
+  merged itself): forgetting the customer forgets them (processor/app/identity.py).
 * ``sequence``: the customer's continues. If the merge moves the customer (stage
   or cycle), it emits one :class:`MergedStageChange` (``merged_from``: the anonymous id),
   triggered and caused by the identify event. The anonymous side's own changes
@@ -95,6 +97,14 @@ def is_identify(event: Event, model: JourneyModel) -> bool:
     )
 
 
+def partition_key(event: Event, model: JourneyModel) -> str:
+    """The id whose partition applies the event: the anonymous id's for an identify event
+    (the alias and the anonymous state live there), the customer's for any other."""
+    if is_identify(event, model) and event.anonymous_id is not None:
+        return event.anonymous_id
+    return event.customer_id
+
+
 def is_anonymous(event: Event) -> bool:
     """An event of a visitor not known yet: tracked under its anonymous id."""
     return event.anonymous_id is not None and event.anonymous_id == event.customer_id
@@ -117,12 +127,14 @@ def merge(
     starting its sequence with one change from nothing).
     """
     nothing = range(0)
-    if b is None:
-        return Merged(a, (), (), nothing, "ignored")
     if a is not None and via.event_id in a.recent_event_ids:
+        # Before looking at b: a replayed identify may find the anonymous state gone
+        # (tombstoned after the first merge message was delivered) and send None.
         step = replay(a, via.event_id)
         again = tuple(o for o in step.outputs if isinstance(o, StageChange))
         return Merged(a, again, (), nothing, "duplicate")
+    if b is None:
+        return Merged(a, (), (), nothing, "ignored")
 
     sides = (b,) if a is None else (a, b)
     cycle = max(s.cycle for s in sides)
@@ -149,6 +161,7 @@ def merge(
         recent_event_ids=open_ids,
         last_support=contact,
         triggers=_triggers(a, current, cycle, stage, model),
+        aliases=_aliases(a, b),
     )
     changes: tuple[StageChange, ...] = ()
     if a is None or (a.cycle, a.stage) != (cycle, stage):
@@ -163,6 +176,12 @@ def merge(
             recent_changes=(*base.recent_changes, change)[-RECENT_CHANGES:],
         )
     return Merged(merged, changes, sealed, expired, "applied")
+
+
+def _aliases(a: CustomerState | None, b: CustomerState) -> tuple[str, ...]:
+    """The customer's anonymous ids, then the merged one and any it had itself, once each."""
+    ids = (*(a.aliases if a is not None else ()), b.customer_id, *b.aliases)
+    return tuple(dict.fromkeys(i for i in ids if i != (a.customer_id if a else None)))
 
 
 def _latest_contact(sides: Sequence[CustomerState]) -> SupportContact | None:

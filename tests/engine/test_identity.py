@@ -604,3 +604,38 @@ def test_across_cycles_a_merge_keeps_the_engines_invariants(histories):
     assert len(final.recent_event_ids) == final.applied_count % DEDUPE_CHUNK
     sequences = [c.sequence for c in final.recent_changes]
     assert sequences == list(range(final.sequence - len(sequences) + 1, final.sequence + 1))
+
+
+# --------------------------------------------------------------------------- replays and aliases
+
+
+@given(two_histories())
+@SETTINGS
+def test_a_replayed_merge_without_the_anonymous_state_is_a_duplicate(histories):
+    """The replay of an identify after the anonymous state was tombstoned sends None."""
+    a_events, b_events = histories
+    customer = Party(CUSTOMER, FULL).run(a_events)
+    anon = Party("anon-1", FULL).run(b_events)
+    ref = TriggerRef("login-1", "journey.clickstream", "identify")
+    first = merge(customer.state, anon.state, FULL, into=CUSTOMER, via=ref, b_sealed=anon.chunks())
+    if first.outcome != "applied":
+        return  # nothing was merged: nothing to repeat
+    assert first.state is not None
+    if "login-1" not in first.state.recent_event_ids:
+        assert any("login-1" in c.event_ids for c in first.sealed)  # the shell's archive finds it
+        return
+    again = merge(first.state, None, FULL, into=CUSTOMER, via=ref)
+    assert again.outcome == "duplicate" and again.state is first.state
+    assert again.changes == first.changes
+
+
+def test_the_merged_state_lists_the_anonymous_ids_once_each():
+    customer = Party(CUSTOMER, FULL).run([ev("clickstream", "page_view", T0, "a1")])
+    for n, anon_id in enumerate(("anon-1", "anon-2", "anon-1")):
+        anon = Party(anon_id, FULL).run([ev("clickstream", "product_view", T0, f"x{n}")])
+        customer.absorb(anon, f"login-{n}")
+    assert customer.state is not None and customer.state.aliases == ("anon-1", "anon-2")
+    anon = Party("anon-9", FULL).run([ev("clickstream", "page_view", T0, "y")])
+    via = TriggerRef("l", "journey.clickstream", "identify")
+    nothing = merge(None, anon.state, FULL, into=CUSTOMER, via=via)
+    assert nothing.state is not None and nothing.state.aliases == ("anon-9",)
