@@ -80,6 +80,7 @@ class JourneyApp:
     failstop: FailStop
     deliveries: Deliveries
     compactor: Compactor | None = None
+    aliases: Any = None
 
 
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -398,6 +399,7 @@ def create_app(
         failstop,
         deliveries,
         compactor,
+        aliases,
     )
     register_routes(journey)
     return journey
