@@ -11,7 +11,9 @@ SIGKILL right after the merge re-emits only identical bytes and fires no trigger
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import sys
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -176,6 +178,35 @@ async def test_an_anonymous_visitor_identifies_buys_and_comes_back(
     assert rules.count("sales_assist") == 1 and rules.count("purchase_completed") == 1
     for r in seen["triggers"]:
         TRIGGER.validate(r.doc)
+
+    # Forgetting the customer forgets its alias too, on the alias's own partition.
+    aliases_log = f"{settings.app_id}-customer-aliases-changelog"
+    async with (
+        Collector(settings, settings.erasures_topic) as erasures,
+        Collector(settings, aliases_log) as aliases,
+    ):
+        await aliases.wait_until(lambda rs: any(r.key == anon.encode() for r in rs), 30, "alias")
+        forget = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "processor", "forget", customer,
+            env=settings.environment(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(forget.communicate(), 60)
+        assert forget.returncode == 0, err.decode()
+        await erasures.wait_until(lambda rs: len(rs) >= 2, 60, "both ids confirmed")
+        assert {r.doc["customer_id"] for r in erasures.records} == {customer, anon}
+        assert len({r.doc["request_id"] for r in erasures.records}) == 1
+        for asked in (anon, customer):
+            status, body = await get(f"{url}/customers/{quote(asked)}")
+            assert status == 404, body
+        await aliases.wait_until(
+            lambda rs: [r.value for r in rs if r.key == anon.encode()][-1:] == [None],
+            30,
+            "the alias tombstoned in its changelog",
+        )
+        tombstones = [r for r in aliases.records if r.key == anon.encode() and r.value is None]
+        assert {r.partition for r in tombstones} == {partition_for(anon, settings.partitions)}
 
 
 async def test_two_workers_merge_across_them(
