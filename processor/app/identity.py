@@ -46,7 +46,14 @@ from processor.contracts.outputs import Record
 from processor.contracts.state import chunk_key
 from processor.engine import ChunkSealed, CustomerState, Event, JourneyModel, Step, TriggerRef
 from processor.engine.core import replay
-from processor.engine.identity import is_anonymous, is_identify, link, merge, resolve
+from processor.engine.identity import (
+    is_anonymous,
+    is_identify,
+    link,
+    merge,
+    remember_alias,
+    resolve,
+)
 
 Send = Callable[[Record, int | None], Awaitable[None]]
 Events = Sequence[tuple[Event, InputPosition | None]]
@@ -201,6 +208,8 @@ class IdentityShell:
                 b_sealed=message.chunks,
             )
             after, outcome = merged.state, merged.outcome
+            if outcome == "ignored" and after is not None:  # nothing to merge: keep the alias
+                after = remember_alias(after, message.anonymous_id)
             if outcome == "applied":
                 for sealed in merged.sealed:
                     await archive.seal(sealed)
@@ -214,6 +223,19 @@ class IdentityShell:
         self.metrics.outcome(topic, input_partition, outcome)
         if outcome == "applied":
             self.metrics.merges.inc()
+
+    async def forwarded(self, message: ForwardMessage, partition: int, run: ApplyCustomer) -> None:
+        """Apply a forward message on the customer's partition; the state lists the alias."""
+        await run(message.customer_id, message.events, partition)
+        state = self.store.get(message.customer_id)
+        if state is None:
+            return  # every event was ignored or dead-lettered: nothing to remember it by
+        after = state
+        for event, _ in message.events:
+            if event.anonymous_id is not None:
+                after = remember_alias(after, event.anonymous_id)
+        if after is not state:
+            await self.store.put(partition, state, after)
 
     async def forget_aliases(self, state: CustomerState | None, message: ForgetMessage) -> None:
         """Before a customer goes: send a forget for each of its aliases, and wait for them.

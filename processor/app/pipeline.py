@@ -275,8 +275,11 @@ class Engine:
             await self.identity.merge(envelope.merge, position.partition, archive)
             return
         if envelope.forward is not None:  # already ordered on the anonymous id's partition
-            forwarded = envelope.forward
-            await self._apply_customer(forwarded.customer_id, forwarded.events, position)
+            await self.identity.forwarded(
+                envelope.forward,
+                position.partition,
+                lambda key, events, _: self._apply_customer(key, events, position),
+            )
             return
         released = await self.ordering.release(envelope, position.partition, position.offset)
         by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)

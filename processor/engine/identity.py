@@ -178,6 +178,18 @@ def merge(
     return Merged(merged, changes, sealed, expired, "applied")
 
 
+def remember_alias(state: CustomerState, anonymous_id: str) -> CustomerState:
+    """The state with ``anonymous_id`` among its aliases (the same state if it is already).
+
+    For what reaches the customer without a merge that recorded it: an identify of a
+    visitor with no anonymous history (nothing to merge) and its later events, which
+    arrive forwarded. Forgetting the customer then still finds the alias.
+    """
+    if anonymous_id in state.aliases or anonymous_id == state.customer_id:
+        return state
+    return replace(state, aliases=(*state.aliases, anonymous_id))
+
+
 def _aliases(a: CustomerState | None, b: CustomerState) -> tuple[str, ...]:
     """The customer's anonymous ids, then the merged one and any it had itself, once each."""
     ids = (*(a.aliases if a is not None else ()), b.customer_id, *b.aliases)

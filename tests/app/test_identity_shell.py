@@ -339,3 +339,24 @@ async def test_merge_and_forward_messages_decode_as_envelopes() -> None:
         envelope = decode_envelope(record.value)
         kinds.append("merge" if envelope.merge else "forward" if envelope.forward else "bundle")
     assert kinds.count("merge") == 1 and kinds.count("forward") == 1
+
+
+async def test_an_identify_with_nothing_to_merge_still_leaves_the_alias_findable() -> None:
+    """No anonymous history, customer unknown: the forwarded events make the state, with it."""
+    shell = make_shell()
+    await shell.feed([identify("alice", "anon-1", "login-1", "10:00", 0)])
+    await shell.feed([anonymous("anon-1", "a1", "add_to_cart", "10:05", 1)])
+    alice = decode_state(shell.states.data[b"alice"])
+    assert (alice.stage, alice.aliases) == ("evaluation", ("anon-1",))
+    await shell.forget([request("alice", "r1", offset=0)])
+    assert holds_anywhere(shell, "alice") == [] and b"anon-1" not in shell.aliases.data
+
+
+async def test_an_identify_with_no_anonymous_history_for_a_known_customer_records_the_alias() -> (
+    None
+):
+    shell = make_shell()
+    await shell.feed([event("alice", "b0", "page_view", "09:00", offset=0)])
+    await shell.feed([identify("alice", "anon-1", "login-1", "10:00", 1)])
+    assert decode_state(shell.states.data[b"alice"]).aliases == ("anon-1",)
+    counted_once(shell)
