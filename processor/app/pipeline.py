@@ -10,6 +10,10 @@ Two steps, each a Faust agent with concurrency 1:
   once, every event of the bundle applied in order, and the state written once,
   so the changelog sees one record per customer per bundle, not per event.
 
+Identity (an identify event routed by its anonymous id, merge and forward control
+messages, alias forgets) is carried out by :class:`processor.app.identity.IdentityShell`,
+which the engine hands the groups that carry an anonymous id.
+
 Delivery is at-least-once: offsets are committed only after Faust flushed the
 producer, and a replay after a crash meets state that may already contain its
 events; the engine then re-emits those events' changes with the same ids.
