@@ -9,6 +9,7 @@ applied after what was sent before it, as the broker would deliver it.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ import pytest
 
 from processor.app.pipeline import InputRecord, partition_for
 from processor.app.timers import TimerIndex
-from processor.contracts.bundle import decode_envelope
+from processor.contracts.bundle import Tick, decode_envelope, encode_tick
 from processor.contracts.identity import decode_alias
 from processor.contracts.outputs import MERGED_FROM_HEADER, Record
 from processor.contracts.state import decode_state
@@ -360,3 +361,19 @@ async def test_an_identify_with_no_anonymous_history_for_a_known_customer_record
     await shell.feed([identify("alice", "anon-1", "login-1", "10:00", 1)])
     assert decode_state(shell.states.data[b"alice"]).aliases == ("anon-1",)
     counted_once(shell)
+
+
+async def test_the_anonymous_timer_fires_once_for_the_customer_after_the_merge() -> None:
+    """cart_abandoned was armed for the visitor; after the merge only alice's partition has it."""
+    timers = TimerIndex()
+    shell = make_shell(timers=timers)
+    await shell.feed(BROWSE)
+    await shell.feed([LOGIN])
+    later = datetime(2026, 1, 1, 12, tzinfo=UTC)  # past the 1 h of cart_abandoned
+    for partition in range(shell.partitions):
+        await shell._apply(encode_tick(Tick(f"tick-{partition}", later)), partition)
+    await shell.pump()
+    fired = [orjson.loads(r.value) for r, _ in shell.triggers.records]
+    abandoned = [t["customer_id"] for t in fired if t["trigger"] == "cart_abandoned"]
+    assert abandoned == ["alice"]
+    assert sum(1 for t in fired if t["trigger"] == "sales_assist") == 1
