@@ -362,7 +362,12 @@ class Engine:
         request = message.request
         state = self.store.get(request.customer_id)
         decision = forget(state, request)
-        for held in await self.ordering.drop_customer(partition, request.customer_id):
+
+        def identifies(event: Event) -> bool:  # held here for the anonymous id: it goes too
+            return event.anonymous_id == request.customer_id and is_identify(event, self.model)
+
+        dropped = await self.ordering.drop_customer(partition, request.customer_id, identifies)
+        for held in dropped:
             self.metrics.outcome(held.event.topic, held.key[2], "erased")
         await self.identity.forget_aliases(state, message)  # before the state that lists them
         await self.store.delete(partition, request.customer_id, decision, state, self.settle)

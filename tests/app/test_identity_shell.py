@@ -377,3 +377,19 @@ async def test_the_anonymous_timer_fires_once_for_the_customer_after_the_merge()
     abandoned = [t["customer_id"] for t in fired if t["trigger"] == "cart_abandoned"]
     assert abandoned == ["alice"]
     assert sum(1 for t in fired if t["trigger"] == "sales_assist") == 1
+
+
+async def test_forgetting_an_anonymous_id_drops_its_held_identify() -> None:
+    """The identify is held on the anonymous id's partition under the customer's id."""
+    shell = make_shell()
+    await shell.feed([*BROWSE, LOGIN], drain=False)
+    assert b"anon-1" in shell.states.data  # the browse events are out: the clock passed them
+    assert shell.aliases.data == {}  # the identify, the newest, is still held
+
+    await shell.forget([request("anon-1", "r4", offset=0)])
+    await shell.drain()
+
+    assert shell.aliases.data == {} and shell.identities.records == []
+    assert shell.states.data == {}
+    assert outcomes(shell.metrics)[("journey.clickstream", "0", "erased")] == 1
+    counted_once(shell)
