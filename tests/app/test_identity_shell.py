@@ -316,6 +316,13 @@ async def test_a_failed_merge_send_stops_before_the_anonymous_state_goes() -> No
         await shell.feed([LOGIN])
     assert b"anon-1" in shell.states.data  # not tombstoned: the replay finds it
     assert shell.identities.records == []
+    assert b"anon-1" in shell.aliases.data  # written first: the replay redoes everything
+
+    shell.engine.identity.send_internal = shell.bundles  # restarted: the identify again
+    shell.cursor = len(shell.bundles.records)
+    await shell.feed([LOGIN])
+    assert decode_state(shell.states.data[b"alice"]).applied_count == 4
+    assert b"anon-1" not in shell.states.data and len(shell.identities.records) == 1
 
 
 async def test_an_undelivered_merge_stops_before_the_anonymous_state_goes() -> None:
