@@ -5,10 +5,13 @@ Topology::
     journey.clickstream ─┐  intake               ┌─> journey.dead-letter
     journey.research ────┼─> router ─────────────┤
     journey.support ─────┘  (aiokafka getmany)   └─> {app_id}-events-by-customer
-                                                       │ (bundles, by customer)
-                                                       v
-                                 customer-state  <── engine ──> journey.stage-changes
-                                 dedupe-chunks   <──┘    └────> journey.dead-letter
+                                                       │ (bundles, by customer)  ^
+                                                       v                         │
+                                customer-state   <── engine ──> journey.stage-changes,
+                                dedupe-chunks    <──┤  │        triggers, erasures,
+                                event-order      <──┤  │        identities, dead-letter
+                                customer-aliases <──┘  └─> merge / forward / alias
+                                                           forgets (the second hop)
 
 The router reads the inputs through a plain aiokafka loop (processor/app/intake.py,
 which says why); the engine is a Faust agent with concurrency 1 (faust-streaming#606

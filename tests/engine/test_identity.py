@@ -35,7 +35,15 @@ from processor.engine import (
     stage_change_id,
 )
 from processor.engine.core import MergedStageChange, fire_due
-from processor.engine.identity import Merged, is_anonymous, is_identify, link, merge, resolve
+from processor.engine.identity import (
+    Merged,
+    is_anonymous,
+    is_identify,
+    link,
+    merge,
+    partition_key,
+    resolve,
+)
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import TriggerFired
 from tests.engine.test_properties import T0, ev, many_cycles, one_cycle
@@ -461,6 +469,15 @@ def test_which_events_identify_and_which_are_anonymous():
     assert is_anonymous(with_ids(base, customer_id="anon", anonymous_id="anon"))
     assert not is_anonymous(with_ids(base, customer_id="c", anonymous_id="anon"))
     assert not is_anonymous(base)
+
+
+def test_an_identify_is_applied_where_its_anonymous_id_lives_and_nothing_else_is():
+    base = ev("clickstream", "identify", T0, "x")
+    with_ids = msgspec.structs.replace
+    assert partition_key(with_ids(base, customer_id="c", anonymous_id="anon"), FULL) == "anon"
+    page = with_ids(ev("clickstream", "page_view", T0, "y"), customer_id="c", anonymous_id="a")
+    assert partition_key(page, FULL) == "c"
+    assert partition_key(with_ids(base, customer_id="a", anonymous_id="a"), FULL) == "a"
 
 
 def test_the_engine_imports_no_shell_library():
