@@ -309,3 +309,74 @@ async def test_a_sigkill_after_the_merge_re_emits_identically_and_fires_nothing_
         f"identity_merged copies: {len(identities.records)}; stage-change records "
         f"{len(changes.records)} for {len({r.doc['id'] for r in changes.records})} ids"
     )
+
+
+async def test_the_alias_survives_a_sigkill_of_the_worker_that_owns_it(
+    settings: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """The anonymous id's worker dies after the merge; the other recovers the alias."""
+    a = start_worker(workers, settings, tmp_path, "a")
+    b = start_worker(workers, settings, tmp_path, "b")
+    urls = [f"http://127.0.0.1:{w.settings.web_port}" for w in (a, b)]
+
+    async def owned() -> Any:
+        found = []
+        for url in urls:
+            status, body = await get(url + "/funnel/local")
+            if status != 200 or not body["partitions"]:
+                return None
+            found.append({int(p) for p in body["partitions"]})
+        return found if len(found[0] | found[1]) == settings.partitions else None
+
+    mine_a, mine_b = await wait_for(owned, 120, "two workers sharing the partitions")
+    anon = id_on(mine_a, mine_b, "anon-moved", settings.partitions)
+    customer = id_on(mine_b, mine_a, "cust-stays", settings.partitions)
+    async with (
+        Collector(settings, settings.stage_changes_topic) as changes,
+        Collector(settings, settings.identities_topic) as identities,
+        Collector(settings, settings.triggers_topic) as triggers,
+    ):
+        await produce(settings, to_records(settings, browse(anon)))
+        await changes.wait_until(
+            lambda rs: any(r.doc["to_stage"] == "evaluation" for r in chain(rs, anon)),
+            90,
+            "the anonymous visitor in evaluation",
+        )
+        login = sent(customer, "clickstream", "identify", 10, anon)
+        await produce(settings, to_records(settings, [login]))
+        await identities.wait_until(lambda rs: len(rs) >= 1, 60, "identity_merged")
+        a.kill()  # the anonymous id's partition moves to b, recovered from its changelogs
+
+        later = sent(anon, "clickstream", "order_completed", 20, anon)  # only the anonymous id
+        await produce(settings, to_records(settings, [later]))
+        try:
+            done = await changes.wait_until(
+                lambda rs: any(r.doc["to_stage"] == "purchase" for r in chain(rs, customer)),
+                120,
+                "the later anonymous-only event applied to the customer on the other worker",
+            )
+        except AssertionError:
+            print(b.log_tail())
+            raise
+        assert not [r for r in chain(done, anon) if r.doc["to_stage"] == "purchase"]
+        status, body = await get(f"{urls[1]}/customers/{quote(anon)}")
+        assert status == 200 and body["customer_id"] == customer, body
+        assert body["stage"] == "purchase" and body["resolved_from"] == anon
+        await triggers.wait_until(
+            lambda rs: any(
+                (r.doc["customer_id"], r.doc["trigger"]) == (customer, "purchase_completed")
+                for r in rs
+            ),
+            30,
+            "the purchase's trigger",
+        )
+
+    for records in (changes.records, identities.records, triggers.records):
+        by_id: dict[str, set[bytes]] = defaultdict(set)
+        for r in records:
+            by_id[r.doc["id"]].add(r.value)
+        assert all(len(copies) == 1 for copies in by_id.values())
+    fired = [(r.doc["customer_id"], r.doc["trigger"]) for r in triggers.records]
+    distinct = {(r.doc["customer_id"], r.doc["trigger"], r.doc["id"]) for r in triggers.records}
+    assert sum(1 for c, t, _ in distinct if t == "sales_assist" and c in (anon, customer)) == 1
+    print(f"identity_merged copies: {len(identities.records)}; triggers {len(fired)}")
