@@ -156,6 +156,8 @@ class IdentityShell:
         await self.store.put_alias(partition, anonymous_id, alias)
         state = self.store.get(anonymous_id)
         decision = link(state, self.store.sealed(state), event, self.model)
+        # Events of v1 bundles (before event-time ordering) have no position, but they
+        # carry no anonymous id either: an identify always has one.
         source = (event.topic, *(origin if origin is not None else (partition, 0)))
         message = MergeMessage(
             customer_id=customer_id,
