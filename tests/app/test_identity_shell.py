@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from processor.app.pipeline import InputRecord, partition_for
 from processor.app.timers import TimerIndex
@@ -400,3 +402,55 @@ async def test_forgetting_an_anonymous_id_drops_its_held_identify() -> None:
     assert shell.states.data == {}
     assert outcomes(shell.metrics)[("journey.clickstream", "0", "erased")] == 1
     counted_once(shell)
+
+
+# --------------------------------------------------------------------------- replays, as a property
+
+ANON_TYPES = ["page_view", "product_view", "add_to_cart", "checkout_started", "order_completed"]
+
+
+@st.composite
+def visits(draw: st.DrawFn) -> tuple[list[InputRecord], list[int]]:
+    """An anonymous visit, an identify, customer events and later anonymous events,
+    with the indexes of records to deliver again (a crash before the commit)."""
+    before = draw(st.lists(st.sampled_from(ANON_TYPES), max_size=5))
+    own = draw(st.lists(st.sampled_from(ANON_TYPES), max_size=3))
+    after = draw(st.lists(st.sampled_from(ANON_TYPES), max_size=4))
+    records: list[InputRecord] = []
+    for n, kind in enumerate(before):
+        records.append(anonymous("anon-1", f"a{n}", kind, f"10:{n:02d}", len(records)))
+    for n, kind in enumerate(own):
+        records.append(event("alice", f"c{n}", kind, f"09:{n:02d}", offset=len(records)))
+    records.append(identify("alice", "anon-1", "login-1", "10:30", len(records)))
+    for n, kind in enumerate(after):
+        records.append(anonymous("anon-1", f"z{n}", kind, f"11:{n:02d}", len(records)))
+    for n, kind in enumerate(draw(st.lists(st.sampled_from(ANON_TYPES), max_size=3))):
+        records.append(event("alice", f"d{n}", kind, f"11:3{n}", offset=len(records)))
+    again = draw(st.lists(st.integers(0, len(records) - 1), max_size=4))
+    return records, again
+
+
+@given(visits())
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+async def test_replays_re_emit_identical_bytes_and_end_in_the_same_state(
+    visit: tuple[list[InputRecord], list[int]],
+) -> None:
+    records, again = visit
+    once, twice = make_shell(), make_shell()
+    for record in records:
+        await once.feed([record])
+    for n, record in enumerate(records):
+        await twice.feed([record])
+        for replayed in (records[i] for i in again if i <= n):
+            await twice.feed([replayed])  # delivered again after a crash before the commit
+
+    assert twice.states.data.keys() == once.states.data.keys()
+    for key, raw in once.states.data.items():
+        assert decode_state(twice.states.data[key]) == decode_state(raw)
+    assert twice.aliases.data == once.aliases.data
+    for sink in ("changes", "triggers", "identities"):
+        first = {orjson.loads(r.value)["id"]: r for r, _ in getattr(once, sink).records}
+        copies = [r for r, _ in getattr(twice, sink).records]
+        assert {orjson.loads(r.value)["id"] for r in copies} == first.keys(), sink
+        assert all(r == first[orjson.loads(r.value)["id"]] for r in copies), sink
+    counted_once(twice)
