@@ -32,7 +32,7 @@ from processor.api.peers import (
     peer_ssl_context,
 )
 from processor.contracts.funnel import funnel_document, is_local_funnel, merge_funnels
-from processor.contracts.identity import decode_alias
+from processor.contracts.identity import aliases_key, decode_alias, decode_alias_list
 from processor.contracts.outputs import rfc3339, stage_change_document, trigger_document
 from processor.contracts.state import decode_state
 from processor.engine import CustomerState
@@ -132,6 +132,11 @@ def register_routes(worker: Worker) -> None:
         found["resolved_from"] = anonymous_id
         return view.json(found)
 
+    def merged_ids(customer_id: str) -> tuple[str, ...]:
+        """The anonymous ids merged into a customer (its alias list, on its partition)."""
+        raw = None if worker.aliases is None else worker.aliases.get(aliases_key(customer_id))
+        return () if raw is None else decode_alias_list(raw)
+
     def document(state: CustomerState) -> dict[str, Any]:
         return dict(
             {
@@ -151,7 +156,7 @@ def register_routes(worker: Worker) -> None:
                 "model": worker.model.label,
                 "served_by": str(own_url()),
             },
-            **({"aliases": list(state.aliases)} if state.aliases else {}),
+            **({"aliases": list(aliases)} if (aliases := merged_ids(state.customer_id)) else {}),
         )
 
     async def forward(view: Any, owner: URL, path: str) -> Any:

@@ -21,7 +21,7 @@ topic, for :class:`processor.app.pipeline.Engine`. The route (see the README,
    are counted once, where they are applied.
 
 Forgetting a customer first forgets its aliases (:meth:`IdentityShell.forget_aliases`):
-the state names them, and it must not be gone before their forgets are out.
+the customer's alias list names them, and it must not be gone before their forgets are out.
 Every failure raises: the engine agent stops the worker (fail-stop).
 """
 
@@ -46,14 +46,7 @@ from processor.contracts.outputs import Record
 from processor.contracts.state import chunk_key
 from processor.engine import ChunkSealed, CustomerState, Event, JourneyModel, Step, TriggerRef
 from processor.engine.core import replay
-from processor.engine.identity import (
-    is_anonymous,
-    is_identify,
-    link,
-    merge,
-    remember_alias,
-    resolve,
-)
+from processor.engine.identity import is_anonymous, is_identify, link, merge, resolve
 
 Send = Callable[[Record, int | None], Awaitable[None]]
 Events = Sequence[tuple[Event, InputPosition | None]]
@@ -193,6 +186,9 @@ class IdentityShell:
         does), and counts ``duplicate``.
         """
         customer_id = message.customer_id
+        # The customer's alias list first, whatever the merge finds (even nothing on
+        # either side): forgetting the customer must find every linked anonymous id.
+        await self.store.add_alias_of(partition, customer_id, message.anonymous_id)
         before = self.store.get(customer_id)
         via = message.identify
         outcome: str
@@ -210,8 +206,6 @@ class IdentityShell:
                 b_sealed=message.chunks,
             )
             after, outcome = merged.state, merged.outcome
-            if outcome == "ignored" and after is not None:  # nothing to merge: keep the alias
-                after = remember_alias(after, message.anonymous_id)
             if outcome == "applied":
                 for sealed in merged.sealed:
                     await archive.seal(sealed)
@@ -226,33 +220,21 @@ class IdentityShell:
         if outcome == "applied":
             self.metrics.merges.inc()
 
-    async def forwarded(self, message: ForwardMessage, partition: int, run: ApplyCustomer) -> None:
-        """Apply a forward message on the customer's partition; the state lists the alias."""
-        await run(message.customer_id, message.events, partition)
-        state = self.store.get(message.customer_id)
-        if state is None:
-            return  # every event was ignored or dead-lettered: nothing to remember it by
-        after = state
-        for event, _ in message.events:
-            if event.anonymous_id is not None:
-                after = remember_alias(after, event.anonymous_id)
-        if after is not state:
-            await self.store.put(partition, state, after)
-
-    async def forget_aliases(self, state: CustomerState | None, message: ForgetMessage) -> None:
+    async def forget_aliases(self, message: ForgetMessage) -> None:
         """Before a customer goes: send a forget for each of its aliases, and wait for them.
 
-        The aliases live on the anonymous ids' partitions; the customer's state is
-        the only place that lists them, so it is deleted only once their forgets
-        are delivered (a crash before that replays the forget, which finds the
-        state and sends them again).
+        The aliases live on the anonymous ids' partitions; the customer's alias list
+        (on its own partition) is the only place that names them, so it is deleted
+        only once their forgets are delivered (a crash before that replays the
+        forget, which finds the list and sends them again).
         """
-        if state is None or not state.aliases or message.alias_of is not None:
+        aliases = self.store.aliases_of(message.request.customer_id)
+        if not aliases or message.alias_of is not None:
             return
         if self.send_internal is None:
             raise RuntimeError("a customer with aliases, but no internal topic to forget them on")
         request = message.request
-        for anonymous_id in state.aliases:
+        for anonymous_id in aliases:
             alias_request = type(request)(anonymous_id, request.request_id, request.requested_at)
             value = encode_forget(ForgetMessage(alias_request, message.source, request.customer_id))
             await self.send_internal(Record(None, value, []), self.route(anonymous_id))

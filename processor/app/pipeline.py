@@ -279,11 +279,8 @@ class Engine:
             await self.identity.merge(envelope.merge, position.partition, archive)
             return
         if envelope.forward is not None:  # already ordered on the anonymous id's partition
-            await self.identity.forwarded(
-                envelope.forward,
-                position.partition,
-                lambda key, events, _: self._apply_customer(key, events, position),
-            )
+            forwarded = envelope.forward
+            await self._apply_customer(forwarded.customer_id, forwarded.events, position)
             return
         released = await self.ordering.release(envelope, position.partition, position.offset)
         by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)
@@ -369,7 +366,7 @@ class Engine:
         dropped = await self.ordering.drop_customer(partition, request.customer_id, identifies)
         for held in dropped:
             self.metrics.outcome(held.event.topic, held.key[2], "erased")
-        await self.identity.forget_aliases(state, message)  # before the state that lists them
+        await self.identity.forget_aliases(message)  # before the list that names them goes
         await self.store.delete(partition, request.customer_id, decision, state, self.settle)
         if self.on_erased is not None:
             self.on_erased(partition, request.customer_id)

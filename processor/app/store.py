@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from processor.contracts.identity import Alias, decode_alias, encode_alias
+from processor.contracts.identity import (
+    Alias,
+    aliases_key,
+    decode_alias,
+    decode_alias_list,
+    encode_alias,
+    encode_alias_list,
+)
 from processor.contracts.state import chunk_key, decode_chunk, decode_state, encode_state
 from processor.engine import CustomerState
 from processor.engine.erasure import Forget
@@ -53,7 +60,8 @@ class CustomerStore:
         self.states = states
         self.chunks = chunks
         self.aliases = aliases
-        """anonymous id -> :class:`Alias`, on the anonymous id's partition (identity)."""
+        """anonymous id -> :class:`Alias`, on the anonymous id's partition, and a customer's
+        list of merged anonymous ids (:func:`aliases_key`), on the customer's (identity)."""
         self.on_state_written = on_state_written
         self.on_state_deleted = on_state_deleted
 
@@ -87,6 +95,7 @@ class CustomerStore:
         await self.tombstone(partition, customer_id, decision.chunks, before, settle)
         if self.aliases is not None:
             await self.aliases.delete(customer_id.encode(), partition)
+            await self.aliases.delete(aliases_key(customer_id), partition)
 
     async def tombstone(
         self,
@@ -128,3 +137,19 @@ class CustomerStore:
         if self.aliases is None:
             raise RuntimeError("an identify event, but no alias table to link it in")
         await self.aliases.put(anonymous_id.encode(), encode_alias(alias), partition)
+
+    def aliases_of(self, customer_id: str) -> tuple[str, ...]:
+        """The anonymous ids merged into a customer, oldest first (on its partition)."""
+        if self.aliases is None:
+            return ()
+        raw = self.aliases.get(aliases_key(customer_id))
+        return () if raw is None else decode_alias_list(raw)
+
+    async def add_alias_of(self, partition: int, customer_id: str, anonymous_id: str) -> None:
+        """Remember that ``anonymous_id`` was linked to the customer (written once per id)."""
+        if self.aliases is None:
+            raise RuntimeError("a merge message, but no alias table to remember it in")
+        known = self.aliases_of(customer_id)
+        if anonymous_id not in known:
+            value = encode_alias_list((*known, anonymous_id))
+            await self.aliases.put(aliases_key(customer_id), value, partition)

@@ -1,5 +1,6 @@
 """Identity on the wire: the anonymous id's final record on ``journey.identities``
-(``identity_merged``, schemas/identity-merged.v1.json), and the alias table's rows.
+(``identity_merged``, schemas/identity-merged.v1.json), and the alias table's rows:
+an anonymous id's alias (on its partition) and a customer's alias list (on the customer's).
 
 Deterministic like every output: the same identify event gives the same id,
 bytes and CloudEvents headers, so a replayed identify is a dedupable repeat.
@@ -77,3 +78,23 @@ def decode_alias(raw: bytes) -> Alias:
     if not isinstance(doc, dict) or doc.get("v") != ALIAS_VERSION:
         raise ValueError("unknown alias record version")
     return Alias(doc["customer_id"], doc["identify"])
+
+
+def aliases_key(customer_id: str) -> bytes:
+    """Key of a customer's list of merged anonymous ids, in the alias table on its partition.
+
+    Beside the customer's own keys (``<id>``, ``<id>\\x1f<n>``), so erasure's key-range
+    compaction of the customer covers it."""
+    return f"{customer_id}\x1faliases".encode()
+
+
+def encode_alias_list(anonymous_ids: tuple[str, ...]) -> bytes:
+    """JSON ``{"v": 1, "aliases": [...]}``, oldest first."""
+    return orjson.dumps({"v": ALIAS_VERSION, "aliases": anonymous_ids})
+
+
+def decode_alias_list(raw: bytes) -> tuple[str, ...]:
+    doc = orjson.loads(raw)
+    if not isinstance(doc, dict) or doc.get("v") != ALIAS_VERSION:
+        raise ValueError("unknown alias list version")
+    return tuple(doc["aliases"])

@@ -15,9 +15,7 @@ changelog its predecessor wrote. Two versions of the customer state exist:
   event id) is stored as its 16 bytes, and a timestamp as msgpack's timestamp
   extension. Nothing is hashed or dropped: decoding gives back the same
   values, to the microsecond, so dedupe stays exact. On the benchmark
-  population this is about a third of v1's size. A customer with merged
-  anonymous ids (identity) has a 14th body element, their atoms; every other
-  state encodes byte for byte as before (and v1 an ``aliases`` key likewise).
+  population this is about a third of v1's size.
 
 Sealed dedupe chunks: v1 a JSON array of ids; v2 the byte ``0x02`` and msgpack
 of the ids with canonical UUIDs as 16 bytes.
@@ -192,7 +190,6 @@ def encode_state_v1(state: CustomerState) -> bytes:
                 dict(support.properties),
             ],
             "triggers": _triggers_doc(state.triggers),
-            **({"aliases": state.aliases} if state.aliases else {}),
         }
     )
 
@@ -225,7 +222,6 @@ def _decode_v1(raw: bytes) -> CustomerState:
             *support[5:7],
         ),
         triggers=_triggers_from(customer_id, doc.get("triggers")),
-        aliases=tuple(doc.get("aliases", ())),
     )
 
 
@@ -396,7 +392,6 @@ def _body(state: CustomerState) -> tuple[list[Any], list[Any]]:
         timers,
         fired,
         fired_recent,
-        *([[t(x) for x in state.aliases]] if state.aliases else []),
     ]
     return a.stored, rest
 
@@ -437,9 +432,7 @@ def _decode_v2(raw: bytes) -> CustomerState:
         timers,
         fired,
         fired_recent,
-        *more,
     ) = rest
-    aliases = tuple(map(get, more[0])) if more else ()
     customer_id: str = atoms[customer]
     recent_ids = tuple(atoms[:recent]) if type(recent) is int else tuple(map(get, recent))
     return CustomerState(
@@ -486,7 +479,6 @@ def _decode_v2(raw: bytes) -> CustomerState:
                 for f in fired_recent
             ),
         ),
-        aliases=aliases,
     )
 
 

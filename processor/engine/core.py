@@ -203,9 +203,6 @@ class CustomerState(msgspec.Struct, frozen=True):
     recent_changes: tuple[StageChange, ...] = ()
     last_support: SupportContact | None = None
     triggers: TriggerState = msgspec.field(default_factory=TriggerState)
-    aliases: tuple[str, ...] = ()
-    """Anonymous ids merged into this customer (identity.py), oldest first: forgetting the
-    customer forgets them too. One per device or browser the customer identified on."""
 
     @property
     def sealed_chunks(self) -> range:

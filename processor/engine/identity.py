@@ -29,8 +29,6 @@ exactly as it would on that union (tests/engine/test_identity.py). Field by fiel
   that had already left the anonymous window are counted but not remembered, as
   they would not have been. :class:`Merged` says which chunks to store and which
   of the customer's chunks leave the window.
-* ``aliases``: the customer's, then the anonymous id (and any the anonymous side had
-  merged itself): forgetting the customer forgets them (processor/app/identity.py).
 * ``sequence``: the customer's continues. If the merge moves the customer (stage
   or cycle), it emits one :class:`MergedStageChange` (``merged_from``: the anonymous id),
   triggered and caused by the identify event. The anonymous side's own changes
@@ -161,7 +159,6 @@ def merge(
         recent_event_ids=open_ids,
         last_support=contact,
         triggers=_triggers(a, current, cycle, stage, model),
-        aliases=_aliases(a, b),
     )
     changes: tuple[StageChange, ...] = ()
     if a is None or (a.cycle, a.stage) != (cycle, stage):
@@ -176,24 +173,6 @@ def merge(
             recent_changes=(*base.recent_changes, change)[-RECENT_CHANGES:],
         )
     return Merged(merged, changes, sealed, expired, "applied")
-
-
-def remember_alias(state: CustomerState, anonymous_id: str) -> CustomerState:
-    """The state with ``anonymous_id`` among its aliases (the same state if it is already).
-
-    For what reaches the customer without a merge that recorded it: an identify of a
-    visitor with no anonymous history (nothing to merge) and its later events, which
-    arrive forwarded. Forgetting the customer then still finds the alias.
-    """
-    if anonymous_id in state.aliases or anonymous_id == state.customer_id:
-        return state
-    return replace(state, aliases=(*state.aliases, anonymous_id))
-
-
-def _aliases(a: CustomerState | None, b: CustomerState) -> tuple[str, ...]:
-    """The customer's anonymous ids, then the merged one and any it had itself, once each."""
-    ids = (*(a.aliases if a is not None else ()), b.customer_id, *b.aliases)
-    return tuple(dict.fromkeys(i for i in ids if i != (a.customer_id if a else None)))
 
 
 def _latest_contact(sides: Sequence[CustomerState]) -> SupportContact | None:

@@ -302,24 +302,3 @@ def test_state_version_is_the_applied_count() -> None:
         versions.append(state_version(encode_state(state)))
         assert state_version(encode_state_v1(state)) == versions[-1]
     assert versions == [1, 2, 3]
-
-
-def test_a_customers_aliases_round_trip_in_both_versions_and_cost_nothing_when_absent():
-    state = CustomerState(
-        customer_id="alice",
-        cycle=1,
-        stage="evaluation",
-        stage_entered_at=T0,
-        sequence=1,
-        purchase_at=None,
-        last_event_at=T0,
-        applied_count=3,
-        recent_event_ids=("e1", "e2", "anon-7f3a"),
-    )
-    merged = msgspec.structs.replace(state, aliases=("anon-7f3a", "anon-2"))
-    assert decode_state(encode_state(merged)) == merged
-    assert decode_state(encode_state_v1(merged)) == merged
-    assert b"aliases" not in encode_state_v1(state)
-    # The 14th body element only when there are aliases: other states keep their bytes.
-    assert len(msgspec.msgpack.decode(encode_state(state)[9:])[1]) == 13
-    assert len(msgspec.msgpack.decode(encode_state(merged)[9:])[1]) == 14

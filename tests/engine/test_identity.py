@@ -644,15 +644,3 @@ def test_a_replayed_merge_without_the_anonymous_state_is_a_duplicate(histories):
     again = merge(first.state, None, FULL, into=CUSTOMER, via=ref)
     assert again.outcome == "duplicate" and again.state is first.state
     assert again.changes == first.changes
-
-
-def test_the_merged_state_lists_the_anonymous_ids_once_each():
-    customer = Party(CUSTOMER, FULL).run([ev("clickstream", "page_view", T0, "a1")])
-    for n, anon_id in enumerate(("anon-1", "anon-2", "anon-1")):
-        anon = Party(anon_id, FULL).run([ev("clickstream", "product_view", T0, f"x{n}")])
-        customer.absorb(anon, f"login-{n}")
-    assert customer.state is not None and customer.state.aliases == ("anon-1", "anon-2")
-    anon = Party("anon-9", FULL).run([ev("clickstream", "page_view", T0, "y")])
-    via = TriggerRef("l", "journey.clickstream", "identify")
-    nothing = merge(None, anon.state, FULL, into=CUSTOMER, via=via)
-    assert nothing.state is not None and nothing.state.aliases == ("anon-9",)
