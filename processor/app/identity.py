@@ -46,6 +46,7 @@ from processor.contracts.outputs import Record
 from processor.contracts.state import chunk_key
 from processor.engine import ChunkSealed, CustomerState, Event, JourneyModel, Step, TriggerRef
 from processor.engine.core import replay
+from processor.engine.erasure import ForgetRequest
 from processor.engine.identity import is_anonymous, is_identify, link, merge, resolve
 
 Send = Callable[[Record, int | None], Awaitable[None]]
@@ -235,7 +236,7 @@ class IdentityShell:
             raise RuntimeError("a customer with aliases, but no internal topic to forget them on")
         request = message.request
         for anonymous_id in aliases:
-            alias_request = type(request)(anonymous_id, request.request_id, request.requested_at)
+            alias_request = ForgetRequest(anonymous_id, request.request_id, request.requested_at)
             value = encode_forget(ForgetMessage(alias_request, message.source, request.customer_id))
             await self.send_internal(Record(None, value, []), self.route(anonymous_id))
         if self.settle is not None and not await self.settle():
