@@ -103,6 +103,10 @@ class Settings:
         "Input topic of erasure requests (journey forget; key = customer_id)",
     )
     erasures_topic: str = _opt("journey.erasures", "Output topic of customer_erased confirmations")
+    identities_topic: str = _opt(
+        "journey.identities",
+        "Output topic of identity_merged records (an anonymous id merged into a customer)",
+    )
     timer_interval: float = _opt(
         1.0, "Seconds between checks for due absence timers (how late a timer may fire)"
     )

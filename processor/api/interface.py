@@ -54,3 +54,8 @@ class Worker(Protocol):
 
     @property
     def operations(self) -> WorkerOperations: ...
+
+    @property
+    def aliases(self) -> Any:
+        """The customer-aliases table (anonymous id -> customer), or None."""
+        ...

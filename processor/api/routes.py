@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 import orjson
@@ -32,10 +32,19 @@ from processor.api.peers import (
     peer_ssl_context,
 )
 from processor.contracts.funnel import funnel_document, is_local_funnel, merge_funnels
+from processor.contracts.identity import aliases_key, decode_alias, decode_alias_list
 from processor.contracts.outputs import rfc3339, stage_change_document, trigger_document
 from processor.contracts.state import decode_state
+from processor.engine import CustomerState
 
 log = logging.getLogger(__name__)
+
+
+class Answer(NamedTuple):
+    """A peer's answer to a forwarded request."""
+
+    status: int
+    body: bytes
 
 
 def register_routes(worker: Worker) -> None:
@@ -90,9 +99,46 @@ def register_routes(worker: Worker) -> None:
             return await forward(view, owner, path)
         raw = worker.states.get(customer_id.encode())
         if raw is None:
+            alias = None if worker.aliases is None else worker.aliases.get(customer_id.encode())
+            if alias is not None:  # an anonymous id merged into a customer (identity)
+                return await resolved(view, customer_id, decode_alias(alias).customer_id)
             return view.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
-        state = decode_state(raw)
-        return view.json(
+        return view.json(document(decode_state(raw)))
+
+    async def resolved(view: Any, anonymous_id: str, customer_id: str) -> Any:
+        """The customer's document for its alias, from whichever worker owns the customer.
+
+        The alias lives on the anonymous id's partition, the customer's state on
+        its own: at most one more hop. ``resolved_from`` says which id was asked for.
+        """
+        try:
+            owner = URL(str(app.router.key_store(table_name, customer_id.encode())))
+        except KeyError:
+            return view.json({"error": "no partition owner known yet (starting?)"}, status=503)
+        if host_port(owner) == host_port(own_url()):
+            raw = worker.states.get(customer_id.encode())
+            if raw is None:
+                missing = {"error": "unknown customer", "customer_id": customer_id}
+                return view.json(missing, status=404)
+            found = document(decode_state(raw))
+        else:
+            answer = await ask(owner, "/customers/" + quote(customer_id, safe=""))
+            if not isinstance(answer, Answer):
+                return view.json(answer[0], status=answer[1])
+            status, body = answer.status, answer.body
+            if status != 200:
+                return view.bytes(body, content_type="application/json", status=status)
+            found = orjson.loads(body)
+        found["resolved_from"] = anonymous_id
+        return view.json(found)
+
+    def merged_ids(customer_id: str) -> tuple[str, ...]:
+        """The anonymous ids merged into a customer (its alias list, on its partition)."""
+        raw = None if worker.aliases is None else worker.aliases.get(aliases_key(customer_id))
+        return () if raw is None else decode_alias_list(raw)
+
+    def document(state: CustomerState) -> dict[str, Any]:
+        return dict(
             {
                 "customer_id": state.customer_id,
                 "stage": state.stage,
@@ -109,21 +155,29 @@ def register_routes(worker: Worker) -> None:
                 "recent_triggers": [trigger_document(t) for t in state.triggers.recent],
                 "model": worker.model.label,
                 "served_by": str(own_url()),
-            }
+            },
+            **({"aliases": list(aliases)} if (aliases := merged_ids(state.customer_id)) else {}),
         )
 
     async def forward(view: Any, owner: URL, path: str) -> Any:
+        answer = await ask(owner, path)
+        if not isinstance(answer, Answer):
+            return view.json(answer[0], status=answer[1])
+        return view.bytes(answer.body, content_type="application/json", status=answer.status)
+
+    async def ask(owner: URL, path: str) -> Answer | tuple[dict[str, str], int]:
+        """The owner's answer (200, 404 or 503), or the error document and status to send."""
         where = f"{owner.host}:{owner.port}"
         try:
             status, body = await peers().get(policy.target(owner, assignment(), path))
         except PeerRefused as exc:
             log.warning("not forwarding to %s: %s", where, exc)
-            return view.json({"error": f"owner {where} is not an allowed peer"}, status=503)
+            return {"error": f"owner {where} is not an allowed peer"}, 503
         except PeerFailed as exc:
-            return view.json({"error": f"owner {where} {exc}"}, status=503)
+            return {"error": f"owner {where} {exc}"}, 503
         if status not in (200, 404, 503):
-            return view.json({"error": f"owner {where} answered {status}"}, status=503)
-        return view.bytes(body, content_type="application/json", status=status)
+            return {"error": f"owner {where} answered {status}"}, 503
+        return Answer(status, body)
 
     @app.page("/funnel/local")
     async def funnel_local(view: Any, request: Any) -> Any:

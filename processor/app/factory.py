@@ -5,10 +5,13 @@ Topology::
     journey.clickstream ─┐  intake               ┌─> journey.dead-letter
     journey.research ────┼─> router ─────────────┤
     journey.support ─────┘  (aiokafka getmany)   └─> {app_id}-events-by-customer
-                                                       │ (bundles, by customer)
-                                                       v
-                                 customer-state  <── engine ──> journey.stage-changes
-                                 dedupe-chunks   <──┘    └────> journey.dead-letter
+                                                       │ (bundles, by customer)  ^
+                                                       v                         │
+                                customer-state   <── engine ──> journey.stage-changes,
+                                dedupe-chunks    <──┤  │        triggers, erasures,
+                                event-order      <──┤  │        identities, dead-letter
+                                customer-aliases <──┘  └─> merge / forward / alias
+                                                           forgets (the second hop)
 
 The router reads the inputs through a plain aiokafka loop (processor/app/intake.py,
 which says why); the engine is a Faust agent with concurrency 1 (faust-streaming#606
@@ -80,6 +83,7 @@ class JourneyApp:
     failstop: FailStop
     deliveries: Deliveries
     compactor: Compactor | None = None
+    aliases: Any = None
 
 
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -186,6 +190,7 @@ def create_app(
     dead_letters = app.topic(settings.dead_letter_topic, **raw)
     erasure_requests = app.topic(settings.erasure_requests_topic, **raw)
     erasures = app.topic(settings.erasures_topic, **raw)
+    identities = app.topic(settings.identities_topic, **raw)
 
     states = monotonic_table(
         app,
@@ -201,6 +206,14 @@ def create_app(
         version=lambda _: 0,  # a sealed chunk is written once and never changes
         partitions=settings.partitions,
         help="Sealed chunks of applied event ids, per customer",
+        deliveries=deliveries,
+    )
+    aliases = monotonic_table(
+        app,
+        "customer-aliases",
+        version=lambda _: 0,  # written once per link; a forget tombstones it
+        partitions=settings.partitions,
+        help="Anonymous id -> its customer, on the anonymous id's partition (app/identity.py)",
         deliveries=deliveries,
     )
     order = monotonic_table(
@@ -252,14 +265,14 @@ def create_app(
         clock=router_clock,
     )
     timers = TimerIndex(max_clock_skew=settings.max_clock_skew)
-    compactor = Compactor(by_customer=(states, chunks), whole=(order,))
+    compactor = Compactor(by_customer=(states, chunks, aliases), whole=(order,))
     operations = Operations(
         app,
         settings,
         model,
         metrics,
         states,
-        (states, chunks, order),
+        (states, chunks, aliases, order),
         timers=timers,
         events=events,
         ordering=ordering,
@@ -284,6 +297,10 @@ def create_app(
         on_state_deleted=operations.state_deleted,
         on_erased=compactor.erased,
         settle=deliveries.settle,
+        aliases=aliases,
+        send_internal=sender(events),
+        send_identity=sender(identities),
+        partitions=settings.partitions,
     )
     erasure_router = ErasureRouter(
         partitions=settings.partitions,
@@ -385,6 +402,7 @@ def create_app(
         failstop,
         deliveries,
         compactor,
+        aliases,
     )
     register_routes(journey)
     return journey

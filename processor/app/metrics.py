@@ -137,6 +137,17 @@ class Metrics:
         )
         for state in ("found", "none"):  # exposed at 0 before the first erasure
             self.erasures.labels(state)
+        self.merges = Counter(
+            "journey_identity_merges",
+            "Anonymous journeys merged into a customer's on its partition (identity)",
+            registry=r,
+        )
+        self.forwarded = Counter(
+            "journey_forwarded_events",
+            "Events of a linked anonymous id sent on to its customer's partition (second hop); "
+            "replays included",
+            registry=r,
+        )
         self.rebalances = Counter(
             "journey_rebalances", "Partition assignments this worker received", registry=r
         )

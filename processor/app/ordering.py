@@ -278,12 +278,17 @@ class PartitionOrder:
         fresh = timedelta(seconds=HEARTBEAT + 2.0)  # idle marks come at least this often
         return timer_clock(self.state(partition), wall, self.config.lateness, fresh)
 
-    async def drop_customer(self, partition: int, customer_id: str) -> list[Held]:
+    async def drop_customer(
+        self, partition: int, customer_id: str, also: Callable[[Event], bool] | None = None
+    ) -> list[Held]:
         """Erasure: drop a customer's held events (they arrived before the request).
 
         Each stored message that held any of them is rewritten with the events it
         still holds for others, or deleted, so neither memory nor the changelog's
         live keys keep the customer. Returns what was dropped, for its accounting.
+
+        ``also`` names other events to drop: an anonymous id's identify events, which
+        are held on its partition under the customer's id.
 
         Not repeated on a replay: if a rewrite's delivery fails (the worker stops),
         the local table is already rewritten and the changelog keeps the old
@@ -292,10 +297,14 @@ class PartitionOrder:
         once the frontier is past them, recovery drops them).
         """
         state = self.state(partition)
-        dropped = [h for h in state.held if h.event.customer_id == customer_id]
+
+        def mine(event: Event) -> bool:
+            return event.customer_id == customer_id or (also is not None and also(event))
+
+        dropped = [h for h in state.held if mine(h.event)]
         if not dropped:
             return []
-        kept = tuple(h for h in state.held if h.event.customer_id != customer_id)
+        kept = tuple(h for h in state.held if not mine(h.event))
         self.states[partition] = Ordering(state.marks, state.clock, state.frontier, kept)
         remaining = self.remaining.setdefault(partition, Counter())
         for origin in sorted({h.origin for h in dropped}):

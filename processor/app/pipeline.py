@@ -10,6 +10,10 @@ Two steps, each a Faust agent with concurrency 1:
   once, every event of the bundle applied in order, and the state written once,
   so the changelog sees one record per customer per bundle, not per event.
 
+Identity (an identify event routed by its anonymous id, merge and forward control
+messages, alias forgets) is carried out by :class:`processor.app.identity.IdentityShell`,
+which the engine hands the groups that carry an anonymous id.
+
 Delivery is at-least-once: offsets are committed only after Faust flushed the
 producer, and a replay after a crash meets state that may already contain its
 events; the engine then re-emits those events' changes with the same ids.
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 from aiokafka.partitioner import murmur2
 
+from processor.app.identity import IdentityShell
 from processor.app.metrics import Metrics
 from processor.app.ordering import PartitionOrder, Pending, RouterClock
 from processor.app.store import CustomerStore, Settle, StateDeleted, StateTable, StateWritten
@@ -64,6 +69,7 @@ from processor.engine import (
 )
 from processor.engine.core import fire_due
 from processor.engine.erasure import forget
+from processor.engine.identity import is_identify, partition_key
 from processor.engine.ordering import Arrival
 from processor.engine.triggers import TriggerFired
 
@@ -134,7 +140,8 @@ class Router:
             event = await self._decode(record)
             if event is not None:
                 arrival = self.clock.arrival(event, record.partition, record.offset, pending)
-                bundles[partition_for(event.customer_id, self.partitions)].append(arrival)
+                key = partition_key(event, self.model)  # an identify: the anonymous id's
+                bundles[partition_for(key, self.partitions)].append(arrival)
         marks = self.clock.marks(pending)
         for partition, arrivals in sorted(bundles.items()):
             for value in encode_ordered_bundles(arrivals, marks, self.limits.max_bundle_bytes):
@@ -154,7 +161,9 @@ class Router:
         if isinstance(decoded, Rejection):
             await self.dead_letter(record, decoded.reason, decoded.detail)
             return None
-        if self.model.evidence_for(source, decoded.type) is None:
+        if self.model.evidence_for(source, decoded.type) is None and not is_identify(
+            decoded, self.model
+        ):
             self.metrics.events.labels(record.topic, "other", "ignored").inc()
             self.metrics.outcome(record.topic, record.partition, "ignored")
             return None
@@ -198,6 +207,10 @@ class Engine:
         on_state_deleted: StateDeleted | None = None,
         on_erased: Callable[[int, str], None] | None = None,
         settle: Settle | None = None,
+        aliases: StateTable | None = None,
+        send_internal: Send | None = None,
+        send_identity: Send | None = None,
+        partitions: int = 1,
     ) -> None:
         self.model = model
         self.settle = settle
@@ -221,6 +234,18 @@ class Engine:
             chunks,
             on_state_written=self._state_written,
             on_state_deleted=self._state_deleted,
+            aliases=aliases,
+        )
+        self.identity = IdentityShell(
+            model=model,
+            store=self.store,
+            route=lambda customer_id: partition_for(customer_id, partitions),
+            send_internal=send_internal,
+            send_identity=send_identity,
+            send_outputs=self._send_outputs,
+            metrics=metrics,
+            ce_source=ce_source,
+            settle=settle,
         )
         self._events_tally: dict[tuple[str, str, str], int] = defaultdict(int)
         """journey_events_total per (topic, type, outcome), added up over a bundle."""
@@ -243,6 +268,13 @@ class Engine:
         """Apply one bundle; ``position`` is where it was read, for dead letters."""
         started = time.perf_counter()
         try:
+            await self._apply_envelope(raw, position)
+        finally:  # counts of whatever was applied, even when a failure stops the worker
+            self._flush_tally()
+        self.metrics.bundle_seconds.observe(time.perf_counter() - started)
+
+    async def _apply_envelope(self, raw: bytes, position: InputRecord) -> None:
+        try:
             envelope = decode_envelope(raw)
         except Exception as exc:  # not a bundle we wrote: no input record is behind it
             await self._dead_letter(position, raw, exc)
@@ -253,18 +285,30 @@ class Engine:
         if envelope.forget is not None:
             await self._apply_forget(envelope.forget, position.partition)
             return
+        if envelope.merge is not None:  # identity (processor/app/identity.py)
+            archive = _Archive(self.chunks, envelope.merge.customer_id, position.partition)
+            await self.identity.merge(envelope.merge, position.partition, archive)
+            return
+        if envelope.forward is not None:  # already ordered on the anonymous id's partition
+            forwarded = envelope.forward
+            await self._apply_customer(forwarded.customer_id, forwarded.events, position)
+            return
         released = await self.ordering.release(envelope, position.partition, position.offset)
         by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)
         for event, origin in released:
-            by_customer[event.customer_id].append((event, origin))
-        try:
-            for customer_id, customer_events in by_customer.items():
-                # A store or send failure raises out of here: the agent stops the worker
-                # (fail-stop) rather than dead-letter events whose outputs may be out.
+            by_customer[partition_key(event, self.model)].append((event, origin))
+        for customer_id, customer_events in by_customer.items():
+            # A store or send failure raises out of here: the agent stops the worker
+            # (fail-stop) rather than dead-letter events whose outputs may be out.
+            if any(e.anonymous_id is not None for e, _ in customer_events):
+                await self.identity.apply(
+                    customer_id,
+                    customer_events,
+                    position.partition,
+                    lambda key, events, _: self._apply_customer(key, events, position),
+                )
+            else:
                 await self._apply_customer(customer_id, customer_events, position)
-        finally:
-            self._flush_tally()
-        self.metrics.bundle_seconds.observe(time.perf_counter() - started)
 
     def _flush_tally(self) -> None:
         """Add the bundle's event and record counts to their counters, once per label set.
@@ -338,16 +382,23 @@ class Engine:
         request = message.request
         state = self.store.get(request.customer_id)
         decision = forget(state, request)
-        for held in await self.ordering.drop_customer(partition, request.customer_id):
+
+        def identifies(event: Event) -> bool:  # held here for the anonymous id: it goes too
+            return event.anonymous_id == request.customer_id and is_identify(event, self.model)
+
+        dropped = await self.ordering.drop_customer(partition, request.customer_id, identifies)
+        for held in dropped:
             self.metrics.outcome(held.event.topic, held.key[2], "erased")
+        await self.identity.forget_aliases(message)  # before the list that names them goes
         await self.store.delete(partition, request.customer_id, decision, state, self.settle)
         if self.on_erased is not None:
             self.on_erased(partition, request.customer_id)
         if self.settle is not None and not await self.settle():
             raise RuntimeError(f"the tombstones of {request.customer_id!r} were not delivered")
         await self.send_erased(encode_customer_erased(decision.confirmation, self.ce_source), None)
-        self.metrics.outcome(message.source[0], message.source[1], "applied")
-        self.metrics.erasures.labels("found" if decision.had_state else "none").inc()
+        if message.alias_of is None:  # an alias's forget: its request is counted at its customer
+            self.metrics.outcome(message.source[0], message.source[1], "applied")
+            self.metrics.erasures.labels("found" if decision.had_state else "none").inc()
 
     async def _apply_tick(self, tick: Tick, position: InputRecord) -> None:
         """Fire the partition's due timers; a replayed tick re-emits what it fired."""

@@ -74,6 +74,7 @@ def public_topics(settings: Settings) -> list[str]:
         settings.dead_letter_topic,
         settings.erasure_requests_topic,
         settings.erasures_topic,
+        settings.identities_topic,
     ]
 
 

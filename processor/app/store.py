@@ -1,4 +1,4 @@
-"""A customer's stored data as one thing: state, sealed dedupe chunks, timer index, funnel.
+"""A customer's stored data as one thing: state, dedupe chunks, aliases, timer index, funnel.
 
 Sits above the tables (the :class:`~processor.app.pipeline.StateTable` protocol, so
 Faust tables and the dict tables of tests both fit) and below the engine. Erasure
@@ -11,10 +11,18 @@ finds none tombstones the state key again and confirms).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from processor.contracts.state import chunk_key, decode_state, encode_state
+from processor.contracts.identity import (
+    Alias,
+    aliases_key,
+    decode_alias,
+    decode_alias_list,
+    encode_alias,
+    encode_alias_list,
+)
+from processor.contracts.state import chunk_key, decode_chunk, decode_state, encode_state
 from processor.engine import CustomerState
 from processor.engine.erasure import Forget
 
@@ -47,9 +55,13 @@ class CustomerStore:
         *,
         on_state_written: StateWritten | None = None,
         on_state_deleted: StateDeleted | None = None,
+        aliases: StateTable | None = None,
     ) -> None:
         self.states = states
         self.chunks = chunks
+        self.aliases = aliases
+        """anonymous id -> :class:`Alias`, on the anonymous id's partition, and a customer's
+        list of merged anonymous ids (:func:`aliases_key`), on the customer's (identity)."""
         self.on_state_written = on_state_written
         self.on_state_deleted = on_state_deleted
 
@@ -70,19 +82,74 @@ class CustomerStore:
         before: CustomerState | None,
         settle: Settle | None = None,
     ) -> None:
-        """Tombstone every key the decision names; a failed write raises (fail-stop).
+        """Tombstone every key the decision names, and the id's alias; a failed write raises.
 
         ``settle`` waits until the chunk tombstones are delivered, before the state
         goes: a local delete happens at once and its changelog record later, so a
         crash in between must still find the state (which names the chunks) for
         the replayed forget to send them again. The state's own tombstone is
         written even when no state is found: a replay after a crash may find the
-        local store ahead of the changelog.
+        local store ahead of the changelog. So is the alias key (an anonymous id
+        forgotten, itself or with its customer), for the same reason.
         """
-        for index in decision.chunks:
+        await self.tombstone(partition, customer_id, decision.chunks, before, settle)
+        if self.aliases is not None:
+            await self.aliases.delete(customer_id.encode(), partition)
+            await self.aliases.delete(aliases_key(customer_id), partition)
+
+    async def tombstone(
+        self,
+        partition: int,
+        customer_id: str,
+        chunks: Iterable[int],
+        before: CustomerState | None,
+        settle: Settle | None = None,
+    ) -> None:
+        """Delete the state and the given chunks: chunks first, delivered, then the state."""
+        chunks = tuple(chunks)
+        for index in chunks:
             await self.chunks.delete(chunk_key(customer_id, index), partition)
-        if decision.chunks and settle is not None and not await settle():
+        if chunks and settle is not None and not await settle():
             raise RuntimeError(f"the dedupe chunks of {customer_id!r} were not tombstoned")
         await self.states.delete(customer_id.encode(), partition)
         if before is not None and self.on_state_deleted is not None:
             self.on_state_deleted(partition, before)
+
+    def sealed(self, state: CustomerState | None) -> list[tuple[str, ...]]:
+        """The state's sealed dedupe chunks still stored, oldest first (for a merge message)."""
+        if state is None:
+            return []
+        found = []
+        for index in state.sealed_chunks:
+            raw = self.chunks.get(chunk_key(state.customer_id, index))
+            if raw is not None:
+                found.append(tuple(sorted(decode_chunk(raw))))
+        return found
+
+    def alias(self, anonymous_id: str) -> Alias | None:
+        """The customer an anonymous id was linked to, if this partition linked it."""
+        if self.aliases is None:
+            return None
+        raw = self.aliases.get(anonymous_id.encode())
+        return None if raw is None else decode_alias(raw)
+
+    async def put_alias(self, partition: int, anonymous_id: str, alias: Alias) -> None:
+        if self.aliases is None:
+            raise RuntimeError("an identify event, but no alias table to link it in")
+        await self.aliases.put(anonymous_id.encode(), encode_alias(alias), partition)
+
+    def aliases_of(self, customer_id: str) -> tuple[str, ...]:
+        """The anonymous ids merged into a customer, oldest first (on its partition)."""
+        if self.aliases is None:
+            return ()
+        raw = self.aliases.get(aliases_key(customer_id))
+        return () if raw is None else decode_alias_list(raw)
+
+    async def add_alias_of(self, partition: int, customer_id: str, anonymous_id: str) -> None:
+        """Remember that ``anonymous_id`` was linked to the customer (written once per id)."""
+        if self.aliases is None:
+            raise RuntimeError("a merge message, but no alias table to remember it in")
+        known = self.aliases_of(customer_id)
+        if anonymous_id not in known:
+            value = encode_alias_list((*known, anonymous_id))
+            await self.aliases.put(aliases_key(customer_id), value, partition)

@@ -59,13 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="name of the request, echoed in the confirmation (one ID only); default: a new UUID",
     )
     tail = command(
-        "tail", "Print stage changes (or dead letters, triggers, erasures) as they arrive."
+        "tail",
+        "Print stage changes (or dead letters, triggers, erasures, identities) as they arrive.",
     )
     which = tail.add_mutually_exclusive_group()
     which.add_argument("--dead-letter", action="store_true", help="tail the dead-letter topic")
     which.add_argument("--triggers", action="store_true", help="tail the triggers topic")
     which.add_argument(
         "--erasures", action="store_true", help="tail the erasure confirmations topic"
+    )
+    which.add_argument(
+        "--identities", action="store_true", help="tail the identity_merged records topic"
     )
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--limit", type=int, default=None, help="stop after this many records")
@@ -120,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.triggers
                 else settings.erasures_topic
                 if args.erasures
+                else settings.identities_topic
+                if args.identities
                 else settings.stage_changes_topic
             )
             asyncio.run(tail(topic, settings, sys.stdout, args.from_beginning, args.limit))

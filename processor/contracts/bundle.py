@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from processor.contracts.state import decode_state, encode_state_v1
@@ -127,32 +128,43 @@ class ForgetMessage:
     request: ForgetRequest
     source: tuple[str, int, int]
     """The erasure request's input topic, partition and offset (its counted outcome)."""
+    alias_of: str | None = None
+    """Set when this forgets an anonymous id because its customer was forgotten (v2): the
+    request's outcome is counted where the customer was, not again here."""
 
 
 def encode_forget(message: ForgetMessage) -> bytes:
+    """v1, or v2 (internal.forget.v2.json: v1 plus ``alias_of``) for an alias's forget."""
     request = message.request
     topic, partition, offset = message.source
+    alias = {} if message.alias_of is None else {"alias_of": message.alias_of}
     return orjson.dumps(
         {
             "kind": FORGET_KIND,
-            "v": 1,
+            "v": 1 if message.alias_of is None else 2,
             "customer_id": request.customer_id,
             "request_id": request.request_id,
             "requested_at": request.requested_at,
             "source": {"topic": topic, "partition": partition, "offset": offset},
+            **alias,
         }
     )
 
 
 def _forget(doc: dict[str, Any]) -> ForgetMessage:
-    if doc.get("kind") != FORGET_KIND or doc.get("v") != 1:
+    if doc.get("kind") != FORGET_KIND or doc.get("v") not in (1, 2):
         raise ValueError(f"unknown control message {doc.get('kind')!r} v{doc.get('v')!r}")
     at = doc["requested_at"]
     request = ForgetRequest(
         doc["customer_id"], doc["request_id"], None if at is None else datetime.fromisoformat(at)
     )
     source = doc["source"]
-    return ForgetMessage(request, (source["topic"], source["partition"], source["offset"]))
+    alias_of = doc.get("alias_of") if doc["v"] == 2 else None
+    if doc["v"] == 2 and not isinstance(alias_of, str):
+        raise ValueError("a v2 forget control message without alias_of")
+    return ForgetMessage(
+        request, (source["topic"], source["partition"], source["offset"]), alias_of
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +180,8 @@ class Envelope:
     tick: Tick | None = None
     ordered: bool = True
     forget: ForgetMessage | None = None
+    merge: MergeMessage | None = None
+    forward: ForwardMessage | None = None
 
 
 def encode_ordered_bundle(arrivals: list[Arrival], marks: dict[InputPartition, Mark]) -> bytes:
@@ -216,7 +230,12 @@ def encode_ordered_bundles(
 def decode_envelope(raw: bytes) -> Envelope:
     """Any record of the internal topic: a v3 or v2 bundle, a v1 bundle, a (v1) tick or a forget."""
     doc = orjson.loads(raw)
-    if "kind" in doc:
+    kind = doc.get("kind")
+    if kind == MERGE_KIND:
+        return Envelope([], {}, merge=_merge(doc), ordered=False)
+    if kind == FORWARD_KIND:
+        return Envelope([], {}, forward=_forward(doc), ordered=False)
+    if kind is not None:
         return Envelope([], {}, forget=_forget(doc), ordered=False)
     if doc.get("v") not in (ORDERED_BUNDLE_VERSION, ANONYMOUS_BUNDLE_VERSION):
         events, tick = decode_message(raw)
@@ -284,7 +303,10 @@ def encode_merge(message: MergeMessage) -> bytes:
 
 def decode_merge(raw: bytes) -> MergeMessage:
     """A merge control message; raises ValueError for another kind or version."""
-    doc = orjson.loads(raw)
+    return _merge(orjson.loads(raw))
+
+
+def _merge(doc: dict[str, Any]) -> MergeMessage:
     if doc.get("kind") != MERGE_KIND or doc.get("v") != 1:
         raise ValueError(f"unknown control message {doc.get('kind')!r} v{doc.get('v')!r}")
     identify = doc["identify"]
@@ -299,3 +321,46 @@ def decode_merge(raw: bytes) -> MergeMessage:
         chunks=tuple(tuple(chunk) for chunk in doc["chunks"]),
         source=(source["topic"], source["partition"], source["offset"]),
     )
+
+
+FORWARD_KIND = "forward"
+"""``kind`` of a forward control message (schemas/internal.forward.v1.json)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardMessage:
+    """Events of a linked anonymous id, sent on to its customer's partition (the second hop).
+
+    They were released in event-time order on the anonymous id's partition, and
+    already carry the customer's id (:func:`processor.engine.identity.resolve`):
+    the customer's partition applies them at once, without holding them again
+    (their ``late`` flag is kept, so a replay re-emits the same bytes). Each
+    keeps its input position, so its outcome is counted once, where it is applied.
+    """
+
+    customer_id: str
+    events: tuple[tuple[Event, InputPosition | None], ...]
+
+
+def encode_forward(message: ForwardMessage) -> bytes:
+    events = []
+    for event, origin in message.events:
+        doc = _event_document(event) | {"anonymous_id": event.anonymous_id, "late": event.late}
+        doc["origin"] = None if origin is None else list(origin)
+        events.append(doc)
+    return orjson.dumps(
+        {"kind": FORWARD_KIND, "v": 1, "customer_id": message.customer_id, "events": events}
+    )
+
+
+def _forward(doc: dict[str, Any]) -> ForwardMessage:
+    if doc.get("v") != 1:
+        raise ValueError(f"unknown control message {doc.get('kind')!r} v{doc.get('v')!r}")
+    events: list[tuple[Event, InputPosition | None]] = []
+    for e in doc["events"]:
+        event = _event(e)
+        if e["late"]:
+            event = msgspec.structs.replace(event, late=True)
+        origin = e["origin"]
+        events.append((event, None if origin is None else (origin[0], origin[1])))
+    return ForwardMessage(doc["customer_id"], tuple(events))

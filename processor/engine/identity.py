@@ -95,6 +95,14 @@ def is_identify(event: Event, model: JourneyModel) -> bool:
     )
 
 
+def partition_key(event: Event, model: JourneyModel) -> str:
+    """The id whose partition applies the event: the anonymous id's for an identify event
+    (the alias and the anonymous state live there), the customer's for any other."""
+    if is_identify(event, model) and event.anonymous_id is not None:
+        return event.anonymous_id
+    return event.customer_id
+
+
 def is_anonymous(event: Event) -> bool:
     """An event of a visitor not known yet: tracked under its anonymous id."""
     return event.anonymous_id is not None and event.anonymous_id == event.customer_id
@@ -117,12 +125,14 @@ def merge(
     starting its sequence with one change from nothing).
     """
     nothing = range(0)
-    if b is None:
-        return Merged(a, (), (), nothing, "ignored")
     if a is not None and via.event_id in a.recent_event_ids:
+        # Before looking at b: a replayed identify may find the anonymous state gone
+        # (tombstoned after the first merge message was delivered) and send None.
         step = replay(a, via.event_id)
         again = tuple(o for o in step.outputs if isinstance(o, StageChange))
         return Merged(a, again, (), nothing, "duplicate")
+    if b is None:
+        return Merged(a, (), (), nothing, "ignored")
 
     sides = (b,) if a is None else (a, b)
     cycle = max(s.cycle for s in sides)

@@ -81,25 +81,35 @@ class Shell:
     erasure_router: ErasureRouter | None = None
     counts: StageCounts = field(default_factory=StageCounts)
     order: DictTable = field(default_factory=DictTable)
+    aliases: DictTable = field(default_factory=DictTable)
+    identities: Sink = field(default_factory=Sink)
     applied_bundles: int = 0
     offsets: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    cursor: int = 0
+    """Records of ``bundles`` (the internal topic) applied so far, in the order sent."""
 
     async def feed(self, records: list[InputRecord], *, drain: bool = True) -> None:
-        """Route a batch, apply every bundle it produced in partition order, then drain."""
-        start = len(self.bundles.records)
+        """Route a batch, apply every internal record it led to in the order sent, then drain.
+
+        The engine's own sends to the internal topic (merge and forward messages,
+        alias forgets) are applied too, after what was sent before them.
+        """
         await self.router.route(records)
-        for record, partition in self.bundles.records[start:]:
-            assert partition is not None
-            await self._apply(record.value, partition)
+        await self.pump()
         if drain:
             await self.drain()
 
     async def forget(self, records: list[InputRecord]) -> None:
         """Route a batch of erasure requests and apply the forget messages it produced."""
         assert self.erasure_router is not None
-        start = len(self.bundles.records)
         await self.erasure_router.route(records)
-        for record, partition in self.bundles.records[start:]:
+        await self.pump()
+
+    async def pump(self) -> None:
+        """Apply every internal record not applied yet, including those sent meanwhile."""
+        while self.cursor < len(self.bundles.records):
+            record, partition = self.bundles.records[self.cursor]
+            self.cursor += 1
             assert partition is not None
             await self._apply(record.value, partition)
 
@@ -108,7 +118,9 @@ class Shell:
         now = datetime.now(UTC)
         marks = {tp: Mark(now, True) for tp in self.inputs}
         for partition in range(self.partitions):
+            await self.pump()
             await self._apply(encode_ordered_bundle([], marks), partition)
+        await self.pump()
 
     async def _apply(self, value: bytes, partition: int) -> None:
         position = InputRecord("events", partition, self.offsets[partition], None, None)
@@ -122,7 +134,14 @@ class Shell:
 
     def sent(self) -> list[Record]:
         """Every record sent anywhere, bundles included."""
-        sinks = (self.bundles, self.changes, self.triggers, self.dead_letters, self.erasures)
+        sinks = (
+            self.bundles,
+            self.changes,
+            self.triggers,
+            self.dead_letters,
+            self.erasures,
+            self.identities,
+        )
         return [record for sink in sinks for record, _ in sink.records]
 
 
@@ -131,10 +150,11 @@ def make_shell(
 ) -> Shell:
     model = load_model()
     metrics = Metrics()
-    states, chunks, order = DictTable(), DictTable(), DictTable()
+    states, chunks, order, aliases = DictTable(), DictTable(), DictTable(), DictTable()
     config = OrderingConfig(timedelta(seconds=2), 20_000, timedelta(seconds=300))
     clock = RouterClock(config, idle_timeout=1.0)
     bundles, changes, triggers, dead_letters, erasures = Sink(), Sink(), Sink(), Sink(), Sink()
+    identities = Sink()
     counts = StageCounts()
     router = Router(
         model=model,
@@ -160,6 +180,10 @@ def make_shell(
         send_erased=erasures,
         on_state_written=counts.move,
         on_state_deleted=counts.remove,
+        aliases=aliases,
+        send_internal=bundles,
+        send_identity=identities,
+        partitions=partitions,
     )
     erasure_router = ErasureRouter(
         partitions=partitions,
@@ -184,6 +208,8 @@ def make_shell(
         erasure_router,
         counts,
         order,
+        aliases,
+        identities,
     )
 
 

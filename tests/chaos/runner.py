@@ -105,6 +105,7 @@ def chaos_settings(config: ChaosConfig, broker_url: str, workdir: Path) -> Setti
         triggers_topic=f"{prefix}.triggers",
         erasure_requests_topic=f"{prefix}.erasure-requests",
         erasures_topic=f"{prefix}.erasures",
+        identities_topic=f"{prefix}.identities",
         session_timeout=config.session_timeout,
         batch_window=0.02,
         # A stalled partition stops its worker sooner than the default 60 s, so the

@@ -121,7 +121,7 @@ def test_forget_examples_decode_and_old_bundles_still_do() -> None:
 
 def test_an_unknown_control_message_is_refused() -> None:
     example = dict(ALL["internal.forget.v1.json"]["examples"][0])
-    for changed in ({"v": 2}, {"kind": "merge"}):
+    for changed in ({"v": 2}, {"v": 3}, {"kind": "unmerge"}):
         assert not FORGET.is_valid(example | changed)
         with pytest.raises(ValueError, match="control message"):
             decode_envelope(orjson.dumps(example | changed))

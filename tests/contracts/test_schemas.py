@@ -65,6 +65,8 @@ EXPECTED = {
     "identity-merged.v1.json",
     "internal.merge.v1.json",
     "internal.event-bundle.v3.json",
+    "internal.forget.v2.json",
+    "internal.forward.v1.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()

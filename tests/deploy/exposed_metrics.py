@@ -39,6 +39,8 @@ EXPOSED: frozenset[str] = frozenset(
         "journey_clock_skew_events_total",
         "journey_events_released_early_total",
         "journey_erasures_total",  # {state}: found|none
+        "journey_identity_merges_total",
+        "journey_forwarded_events_total",
         "journey_assigned_partitions",
         "journey_ready",  # 0/1, as /readyz
         "journey_build_info",  # {version}, always 1

@@ -35,7 +35,15 @@ from processor.engine import (
     stage_change_id,
 )
 from processor.engine.core import MergedStageChange, fire_due
-from processor.engine.identity import Merged, is_anonymous, is_identify, link, merge, resolve
+from processor.engine.identity import (
+    Merged,
+    is_anonymous,
+    is_identify,
+    link,
+    merge,
+    partition_key,
+    resolve,
+)
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import TriggerFired
 from tests.engine.test_properties import T0, ev, many_cycles, one_cycle
@@ -463,6 +471,15 @@ def test_which_events_identify_and_which_are_anonymous():
     assert not is_anonymous(base)
 
 
+def test_an_identify_is_applied_where_its_anonymous_id_lives_and_nothing_else_is():
+    base = ev("clickstream", "identify", T0, "x")
+    with_ids = msgspec.structs.replace
+    assert partition_key(with_ids(base, customer_id="c", anonymous_id="anon"), FULL) == "anon"
+    page = with_ids(ev("clickstream", "page_view", T0, "y"), customer_id="c", anonymous_id="a")
+    assert partition_key(page, FULL) == "c"
+    assert partition_key(with_ids(base, customer_id="a", anonymous_id="a"), FULL) == "a"
+
+
 def test_the_engine_imports_no_shell_library():
     """Functional core: nothing under processor/engine imports faust, aiokafka or the shell."""
     import ast
@@ -604,3 +621,26 @@ def test_across_cycles_a_merge_keeps_the_engines_invariants(histories):
     assert len(final.recent_event_ids) == final.applied_count % DEDUPE_CHUNK
     sequences = [c.sequence for c in final.recent_changes]
     assert sequences == list(range(final.sequence - len(sequences) + 1, final.sequence + 1))
+
+
+# --------------------------------------------------------------------------- replays and aliases
+
+
+@given(two_histories())
+@SETTINGS
+def test_a_replayed_merge_without_the_anonymous_state_is_a_duplicate(histories):
+    """The replay of an identify after the anonymous state was tombstoned sends None."""
+    a_events, b_events = histories
+    customer = Party(CUSTOMER, FULL).run(a_events)
+    anon = Party("anon-1", FULL).run(b_events)
+    ref = TriggerRef("login-1", "journey.clickstream", "identify")
+    first = merge(customer.state, anon.state, FULL, into=CUSTOMER, via=ref, b_sealed=anon.chunks())
+    if first.outcome != "applied":
+        return  # nothing was merged: nothing to repeat
+    assert first.state is not None
+    if "login-1" not in first.state.recent_event_ids:
+        assert any("login-1" in c.event_ids for c in first.sealed)  # the shell's archive finds it
+        return
+    again = merge(first.state, None, FULL, into=CUSTOMER, via=ref)
+    assert again.outcome == "duplicate" and again.state is first.state
+    assert again.changes == first.changes

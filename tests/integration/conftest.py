@@ -60,6 +60,7 @@ def isolated_settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
         triggers_topic=f"{prefix}.triggers",
         erasure_requests_topic=f"{prefix}.erasure-requests",
         erasures_topic=f"{prefix}.erasures",
+        identities_topic=f"{prefix}.identities",
         session_timeout=6.0,
         batch_window=0.02,
     )
