@@ -221,7 +221,9 @@ def create_app(
         commit_interval=float(app.conf.broker_commit_interval),
     )
     consumers = Consumers(lambda: app.consumer, intake, settings.source_topics)
-    ordering = PartitionOrder(order, config, input_partitions(app, settings, intake), metrics)
+    ordering = PartitionOrder(
+        order, config, input_partitions(app, settings, intake), metrics, settle=deliveries.settle
+    )
 
     def sender(topic: Any) -> Any:
         """Send straight to Faust's producer: a record at once, its delivery tracked.
@@ -397,4 +399,5 @@ def _position(message: Any, value: bytes | None) -> InputRecord:
         offset=message.offset,
         key=message.key,
         value=value,
+        timestamp=message.timestamp,
     )

@@ -82,6 +82,8 @@ class InputRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None
+    """Create time (epoch seconds) of an internal-topic record: checks replay markers."""
 
 
 def partition_for(customer_id: str, partitions: int) -> int:
@@ -249,7 +251,9 @@ class Engine:
         if envelope.forget is not None:
             await self._apply_forget(envelope.forget, position.partition)
             return
-        released = await self.ordering.release(envelope, position.partition, position.offset)
+        released = await self.ordering.release(
+            envelope, position.partition, position.offset, position.timestamp
+        )
         by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)
         for event, origin in released:
             by_customer[event.customer_id].append((event, origin))
