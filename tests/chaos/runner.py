@@ -36,12 +36,14 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from processor.app.intake import router_group
 from processor.broker import EmbeddedBroker
 from processor.engine import load_model
 from processor.settings import Settings
 from tests.chaos import observe
 from tests.chaos.checker import Observed, Order, Produced, Report, check
 from tests.chaos.cluster import Cluster, Slot
+from tests.chaos.coordinator import coordinator_loop
 from tests.chaos.schedule import Fault, plan
 from tests.chaos.workload import Planned, WorkloadShape, build
 from tests.integration.conftest import API_TOKEN
@@ -73,6 +75,8 @@ class RunResult:
     report: Report
     workdir: Path
     faults: list[str]
+    coordinator_loop: str | None = None
+    """The embedded broker's coordinator loop, if the run met it (tests/chaos/coordinator.py)."""
 
 
 class _Log:
@@ -178,6 +182,7 @@ async def _run(
     quiesced = await _settle(config, settings, cluster, log)
     if not quiesced[0]:
         liveness.append(quiesced[1])
+    looping = _coordinator_loop(settings, cluster)
 
     urls = [s.url for s in cluster.running()]
     observed = Observed(
@@ -217,7 +222,20 @@ async def _run(
     )
     for problem in liveness:
         alive.add(problem)
-    return RunResult(report, workdir, faults_done)
+    loop = report.finding(
+        "broker.coordinator_loop",
+        "the embedded broker's group coordinator kept the group from forming (its bug, not "
+        "ours: the liveness checks of such a run say nothing about the worker)",
+        enforced=False,
+    )
+    if looping:
+        loop.add(looping)
+    return RunResult(report, workdir, faults_done, looping)
+
+
+def _coordinator_loop(settings: Settings, cluster: Cluster) -> str | None:
+    logs = [slot.log_path for slot in cluster.running()]
+    return coordinator_loop(logs, [settings.app_id, router_group(settings)])
 
 
 def _dump(
@@ -403,11 +421,17 @@ async def _settle(
         for slot in cluster.reap():
             log(f"!! {slot.name} exited on its own while settling; restarting")
             slot.start()
+        looping = _coordinator_loop(settings, cluster)
+        if looping:
+            log(f"!! the broker's coordinator loop: {looping}")
+            return False, f"the broker's coordinator loop: {looping}"
         try:
-            await cluster.wait_ready(cluster.running(), max(1.0, deadline - time.monotonic()))
+            await cluster.wait_ready(cluster.running(), min(10.0, deadline - time.monotonic()))
         except TimeoutError as exc:
             why = str(exc)
-            break
+            if time.monotonic() >= deadline:
+                break
+            continue
         caught_up, behind, floor = await observe.group_caught_up(settings, floor)
         ends = await observe.end_offsets(settings, outputs)
         if caught_up and ends == previous:
