@@ -306,7 +306,18 @@ class PartitionOrder:
         marker = self.through.get(partition)
         if marker is None or created is None or offset > marker[0]:
             return False
-        return created <= marker[1] + MARKER_CLOCK_SLACK
+        if created > marker[1] + MARKER_CLOCK_SLACK:
+            return False
+        if partition not in self.since:  # the first replayed record since the partition loaded
+            log.info(
+                "partition %d: replaying from offset %d; the events of records up to %d were "
+                "applied and delivered before (replay marker): not applied again",
+                partition,
+                offset,
+                marker[0],
+            )
+            self.since[partition] = 0
+        return True
 
     async def _bound_replay(self, partition: int, offset: int, released: int) -> None:
         """Write a replay marker before this message's events would pass the bound.
