@@ -58,6 +58,9 @@ def short_run(seed: int, workdir: Path) -> RunResult:
         gap=(1.0, 3.0),
         settle_timeout=90.0,
         broker_safe=True,
+        # Settling before each fault spreads the five over about two minutes: keep
+        # records coming for most of them, not only the first.
+        produce_fraction=2.0,
         workdir=workdir,
     )
     result = run(config)
