@@ -50,7 +50,11 @@ from processor.app.ordering import (
 )
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.preflight import BrokerFacts, consistency_check
-from processor.app.redelivery import deliver_every_record, guard_uncommitted_heads
+from processor.app.redelivery import (
+    deliver_every_record,
+    guard_committed_heads,
+    guard_uncommitted_heads,
+)
 from processor.app.tables import monotonic_table
 from processor.app.timers import TimerIndex
 from processor.contracts.bundle import encode_ordered_bundle
@@ -364,6 +368,7 @@ def create_app(
     guard_commits(app.consumer, deliveries)
     deliver_every_record(app.consumer)
     guard_uncommitted_heads(app.consumer)
+    guard_committed_heads(app.consumer)
     install_finished(app, finished, {settings.erasure_requests_topic, settings.events_topic})
 
     log.info(

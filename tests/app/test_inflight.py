@@ -18,6 +18,7 @@ from faust.types.tuples import TP, ConsumerMessage
 from intervaltree import IntervalTree
 
 from processor.app.inflight import Finished, ack_only_finished
+from processor.app.redelivery import guard_committed_heads
 
 EVENTS = "app-events-by-customer"
 OTHER = "app-__assignor-__leader"
@@ -241,3 +242,32 @@ def test_a_record_before_table_recovery_is_left_for_after_the_seek() -> None:
     assert faust._new_offset(TP0) == 22
     finished.forget()  # the next rebalance
     assert not finished.recovered
+
+
+def test_faust_alone_commits_past_a_one_record_hole_at_the_committed_offset() -> None:
+    """Faust refuses a head hole only when it is longer than one record."""
+    faust, finished = consumer(committed=287), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    stream_ack(faust, message(287))  # left for after recovery: Faust acks it, no agent ran
+    asyncio.run(agent(finished, faust, message(288), done))
+    assert faust._new_offset(TP0) == 289  # 287 committed over: lost
+
+
+def test_a_one_record_hole_at_the_committed_offset_stops_the_commit() -> None:
+    faust, finished = consumer(committed=287), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    guard_committed_heads(faust)
+    stream_ack(faust, message(287))
+    asyncio.run(agent(finished, faust, message(288), done))
+    assert faust._new_offset(TP0) is None  # nothing committed: 287 is read again
+
+    asyncio.run(agent(finished, faust, message(287), done))  # after the seek
+    assert faust._new_offset(TP0) == 289
+
+
+def test_a_known_gap_at_the_committed_offset_still_commits() -> None:
+    faust = consumer(committed=287)
+    guard_committed_heads(faust)
+    faust._gap[TP0].addi(287, 288)  # an offset without a record (a transaction marker)
+    stream_ack(faust, message(288))
+    assert faust._new_offset(TP0) == 289
