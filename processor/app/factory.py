@@ -35,7 +35,7 @@ from processor.app.compaction import Compactor
 from processor.app.consumers import Consumers
 from processor.app.erasure import ErasureRouter
 from processor.app.failstop import Deliveries, FailStop, guard_commits
-from processor.app.inflight import Finished
+from processor.app.inflight import Finished, FreezeWatch
 from processor.app.inflight import install as install_finished
 from processor.app.intake import Intake
 from processor.app.metrics import Metrics
@@ -322,7 +322,14 @@ def create_app(
     # Faust acks records no agent processed (skipped during a rebalance or a stop,
     # or interrupted): only what a body below finished may be committed. And it
     # delivers records twice after a rebalance: a body runs once per record.
-    finished = Finished()
+    freezes = FreezeWatch(settings.session_timeout)
+    finished = Finished(freezes)
+    finished.on_freeze += [states.distrust, chunks.distrust, order.distrust]
+
+    async def check_freeze() -> None:
+        finished.check()  # also when no record comes
+
+    app.timer(interval=0.5)(check_freeze)
 
     @app.agent(erasure_requests, name="erasure-router", concurrency=1)
     async def route_erasures(stream: Any) -> None:

@@ -52,22 +52,72 @@ state: the events held on p1 (three customers') were never released.
 ``on_rebalance_complete`` (sent when recovery is done, just before the seek to
 the committed offsets); such a record is left unfinished, so it is not
 committed and comes again after that seek.
+
+And a fourth: a worker frozen longer than its session (SIGSTOP, a stalled VM)
+was expelled while others took its partitions, but when it wakes it does not
+know yet: it goes on applying what its fetcher had buffered and writes those
+states to changelogs the new owners write too (chaos seed 1: a paused worker
+wrote a hot customer back from 206 applied events to 18, after the new owner's
+206). A :class:`FreezeWatch` thread notices the freeze (the whole process did
+not run for longer than the session: a thread, unlike the event loop, is not
+held up by a slow callback) and :meth:`Finished.check` then defers every record
+until the next rebalance completes, as during a recovery; ``on_freeze`` makes
+the tables replay their changelogs whole at that rebalance, since this
+worker's persisted offsets may now lie past the new owners' writes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
+class FreezeWatch:
+    """A thread that notices the whole process was stopped for longer than ``limit`` seconds."""
+
+    def __init__(self, limit: float, interval: float = 0.5) -> None:
+        self.limit = limit
+        self.interval = interval
+        self.count = 0
+        """Freezes seen; read by the event loop (an int: assignments are atomic)."""
+        self.longest = 0.0
+        self.started = False
+
+    def start(self) -> None:
+        """Start watching (once; from the running worker, not when an app is only built)."""
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self._run, name="freeze-watch", daemon=True).start()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while True:
+            time.sleep(self.interval)
+            now = time.monotonic()
+            self.seen(now - last)
+            last = now
+
+    def seen(self, silence: float) -> None:
+        """One look: ``silence`` seconds passed since the previous one."""
+        if silence > self.limit:
+            self.longest = silence
+            self.count += 1
+
+
 class Finished:
     """The records the agents finished and Faust has not acked yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: FreezeWatch | None = None) -> None:
+        self.watch = watch
+        self.freezes = 0
+        """Freezes of the process past its session handled so far (see :meth:`check`)."""
+        self.on_freeze: list[Callable[[], None]] = []
         self.pending: set[tuple[Any, int]] = set()
         self.dropped = 0
         """Acks refused: records acked by Faust that no agent finished."""
@@ -104,11 +154,31 @@ class Finished:
         self.skipped += 1
         return True
 
+    def check(self) -> None:
+        """After a freeze of the process past its session, stop applying until the next
+        rebalance completes (the worker was expelled; others own its partitions now)."""
+        if self.watch is None:
+            return
+        self.watch.start()
+        if self.watch.count == self.freezes:
+            return
+        self.freezes = self.watch.count
+        self.recovered = False
+        log.warning(
+            "the worker was stopped for %.1fs, longer than its session: records wait for "
+            "the next rebalance, and the tables replay their changelogs whole then",
+            self.watch.longest,
+        )
+        for callback in self.on_freeze:
+            callback()
+
     def deferred(self, message: Any) -> bool:
         """Whether ``message`` came before its tables were recovered: then leave it (unfinished).
 
         It is not committed, and the seek that follows recovery delivers it again.
+        A freeze noticed since the last record counts as a new assignment (:meth:`check`).
         """
+        self.check()
         if self.recovered:
             return False
         self.deferrals += 1

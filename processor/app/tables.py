@@ -52,6 +52,8 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         """The consumer-group generation of this worker's last assignment."""
         self.replayed_whole: int = 0
         """Changelog partitions whose recovery was restarted from the beginning (see below)."""
+        self.distrusted = False
+        """Set after this worker was frozen past its session (inflight.Finished.tick)."""
 
     async def on_rebalance(
         self,
@@ -78,7 +80,10 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         changelog = self.changelog_topic.get_topic_name()
         await self._seal_tails(sorted(tp for tp in newly_assigned if tp.topic == changelog))
-        missed = self.generation is not None and generation_id > self.generation + 1
+        missed = self.distrusted or (
+            self.generation is not None and generation_id > self.generation + 1
+        )
+        self.distrusted = False
         self.generation = generation_id
         if not missed:
             return
@@ -128,6 +133,10 @@ class MonotonicTable(faust.Table[bytes, bytes]):
             self._deliveries.track(delivery)
         if sealed:
             await self.app.producer.flush()
+
+    def distrust(self) -> None:
+        """The next assignment replays every changelog partition whole (see on_rebalance)."""
+        self.distrusted = True
 
     def on_key_set(self, key: bytes, value: bytes) -> None:
         super().on_key_set(key, value)

@@ -17,7 +17,7 @@ from faust.transport.consumer import Consumer
 from faust.types.tuples import TP, ConsumerMessage
 from intervaltree import IntervalTree
 
-from processor.app.inflight import Finished, ack_only_finished
+from processor.app.inflight import Finished, FreezeWatch, ack_only_finished
 from processor.app.redelivery import guard_committed_heads
 
 EVENTS = "app-events-by-customer"
@@ -271,3 +271,32 @@ def test_a_known_gap_at_the_committed_offset_still_commits() -> None:
     faust._gap[TP0].addi(287, 288)  # an offset without a record (a transaction marker)
     stream_ack(faust, message(288))
     assert faust._new_offset(TP0) == 289
+
+
+def test_a_freeze_past_the_session_defers_records_until_the_next_rebalance() -> None:
+    """A worker stopped longer than its session was expelled: what it applies on waking
+    would be written over the new owner's state (chaos seed 1)."""
+    watch = FreezeWatch(limit=6.0)
+    watch.started = True  # no thread here: the test says what it saw
+    finished, distrusted = Finished(watch), []
+    finished.on_freeze.append(lambda: distrusted.append(True))
+    finished.recovered = True
+    watch.seen(0.5)
+    assert not finished.deferred(message(1))
+    watch.seen(8.8)  # SIGSTOP for 8.8 s
+    assert finished.deferred(message(2)) and finished.deferred(message(3))
+    assert distrusted == [True]  # the tables replay their changelogs whole at the next one
+    finished.forget()  # the revocation, then the new assignment's recovery
+    finished.recovered = True
+    assert not finished.deferred(message(2))
+
+
+def test_a_slow_event_loop_is_no_freeze() -> None:
+    """The watch is a thread: a callback that holds the loop does not stop it."""
+    watch = FreezeWatch(limit=6.0)
+    watch.started = True
+    finished = Finished(watch)
+    finished.recovered = True
+    for _ in range(30):
+        watch.seen(0.5)
+    assert not finished.deferred(message(1)) and finished.freezes == 0
