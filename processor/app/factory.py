@@ -326,8 +326,14 @@ def create_app(
     finished = Finished(freezes)
     finished.on_freeze += [states.distrust, chunks.distrust, order.distrust]
 
+    def stop_if_frozen() -> bool:
+        if finished.frozen():
+            failstop.fail("stopped longer than the session: expelled, its partitions moved on")
+            return True
+        return False
+
     async def check_freeze() -> None:
-        finished.check()  # also when no record comes
+        stop_if_frozen()  # also when no record comes
 
     app.timer(interval=0.5)(check_freeze)
 
@@ -349,6 +355,8 @@ def create_app(
         async for event in stream.events():
             if finished.again(event.message):
                 continue  # delivered twice since the last rebalance; done already
+            if stop_if_frozen():
+                await failstop.halt()  # applies nothing more; the process exits
             if finished.deferred(event.message):
                 continue  # its tables are not recovered yet: it comes again after the seek
             with finished.guard((event.message,)):

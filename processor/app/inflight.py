@@ -58,12 +58,14 @@ was expelled while others took its partitions, but when it wakes it does not
 know yet: it goes on applying what its fetcher had buffered and writes those
 states to changelogs the new owners write too (chaos seed 1: a paused worker
 wrote a hot customer back from 206 applied events to 18, after the new owner's
-206). A :class:`FreezeWatch` thread notices the freeze (the whole process did
-not run for longer than the session: a thread, unlike the event loop, is not
-held up by a slow callback) and :meth:`Finished.check` then defers every record
-until the next rebalance completes, as during a recovery; ``on_freeze`` makes
-the tables replay their changelogs whole at that rebalance, since this
-worker's persisted offsets may now lie past the new owners' writes.
+206). :meth:`Finished.frozen` says so (a :class:`FreezeWatch` thread saw that
+the whole process did not run for longer than the session; a thread, unlike
+the event loop, is not held up by a slow callback), and the worker stops
+before it applies anything more (fail-stop, exit 70: it was expelled, its
+partitions are someone else's now). ``on_freeze`` first makes the tables
+forget their persisted changelog offsets, which may lie past the new owners'
+writes, so the restarted worker recovers every partition from its changelog
+whole.
 """
 
 from __future__ import annotations
@@ -88,20 +90,22 @@ class FreezeWatch:
         """Freezes seen; read by the event loop (an int: assignments are atomic)."""
         self.longest = 0.0
         self.started = False
+        self.last = time.monotonic()
+        """When the thread last looked (monotonic)."""
 
     def start(self) -> None:
         """Start watching (once; from the running worker, not when an app is only built)."""
         if not self.started:
             self.started = True
+            self.last = time.monotonic()
             threading.Thread(target=self._run, name="freeze-watch", daemon=True).start()
 
     def _run(self) -> None:
-        last = time.monotonic()
         while True:
             time.sleep(self.interval)
             now = time.monotonic()
-            self.seen(now - last)
-            last = now
+            self.seen(now - self.last)
+            self.last = now
 
     def seen(self, silence: float) -> None:
         """One look: ``silence`` seconds passed since the previous one."""
@@ -116,7 +120,7 @@ class Finished:
     def __init__(self, watch: FreezeWatch | None = None) -> None:
         self.watch = watch
         self.freezes = 0
-        """Freezes of the process past its session handled so far (see :meth:`check`)."""
+        """Freezes of the process past its session seen (see :meth:`frozen`)."""
         self.on_freeze: list[Callable[[], None]] = []
         self.pending: set[tuple[Any, int]] = set()
         self.dropped = 0
@@ -154,31 +158,34 @@ class Finished:
         self.skipped += 1
         return True
 
-    def check(self) -> None:
-        """After a freeze of the process past its session, stop applying until the next
-        rebalance completes (the worker was expelled; others own its partitions now)."""
-        if self.watch is None:
-            return
-        self.watch.start()
-        if self.watch.count == self.freezes:
-            return
-        self.freezes = self.watch.count
-        self.recovered = False
+    def frozen(self) -> bool:
+        """Whether the process was stopped for longer than its session (then for good).
+
+        The first time, ``on_freeze`` runs; the caller stops the worker.
+        """
+        if self.freezes:
+            return True
+        watch = self.watch
+        if watch is None:
+            return False
+        watch.start()
+        silence = time.monotonic() - watch.last  # the loop may run before the thread looks
+        if not watch.count and silence <= watch.limit:
+            return False
+        self.freezes = max(watch.count, 1)
         log.warning(
-            "the worker was stopped for %.1fs, longer than its session: records wait for "
-            "the next rebalance, and the tables replay their changelogs whole then",
-            self.watch.longest,
+            "the worker was stopped for %.1fs, longer than its session: it was expelled",
+            max(watch.longest, silence),
         )
         for callback in self.on_freeze:
             callback()
+        return True
 
     def deferred(self, message: Any) -> bool:
         """Whether ``message`` came before its tables were recovered: then leave it (unfinished).
 
         It is not committed, and the seek that follows recovery delivers it again.
-        A freeze noticed since the last record counts as a new assignment (:meth:`check`).
         """
-        self.check()
         if self.recovered:
             return False
         self.deferrals += 1

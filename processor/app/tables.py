@@ -52,8 +52,6 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         """The consumer-group generation of this worker's last assignment."""
         self.replayed_whole: int = 0
         """Changelog partitions whose recovery was restarted from the beginning (see below)."""
-        self.distrusted = False
-        """Set after this worker was frozen past its session (inflight.Finished.tick)."""
 
     async def on_rebalance(
         self,
@@ -80,10 +78,7 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         changelog = self.changelog_topic.get_topic_name()
         await self._seal_tails(sorted(tp for tp in newly_assigned if tp.topic == changelog))
-        missed = self.distrusted or (
-            self.generation is not None and generation_id > self.generation + 1
-        )
-        self.distrusted = False
+        missed = self.generation is not None and generation_id > self.generation + 1
         self.generation = generation_id
         if not missed:
             return
@@ -135,8 +130,18 @@ class MonotonicTable(faust.Table[bytes, bytes]):
             await self.app.producer.flush()
 
     def distrust(self) -> None:
-        """The next assignment replays every changelog partition whole (see on_rebalance)."""
-        self.distrusted = True
+        """Forget every persisted changelog offset: the next start recovers each partition whole.
+
+        For a worker that was stopped past its session (inflight.Finished.frozen):
+        what it wrote since may lie after the new owners' writes in the changelog.
+        """
+        partitions = list(getattr(self.data, "_dbs", {}))
+        forget = getattr(self.data, "forget_persisted_offset", None)
+        for partition in partitions:
+            if forget is not None:
+                forget(partition)
+            else:
+                _forget_rocksdb_offset(self.data, partition)
 
     def on_key_set(self, key: bytes, value: bytes) -> None:
         super().on_key_set(key, value)
