@@ -175,7 +175,7 @@ async def _run(
             break
         await _gap(fault.gap, cluster, log)
         if config.broker_safe:
-            await _settled(cluster, liveness, f"before {fault.kind}")
+            await _settled(cluster, liveness, f"before {fault.kind}", log)
             if fault.kind in ("kill", "kill_wipe"):
                 fault = replace(fault, hold=max(fault.hold, 1.5 * config.session_timeout))
         done = await _inject(fault, cluster, names, log, liveness, config.broker_safe)
@@ -367,12 +367,22 @@ def _target(cluster: Cluster, fault: Fault) -> Slot:
     return running[fault.pick % len(running)]
 
 
-async def _settled(cluster: Cluster, liveness: list[str], when: str) -> None:
-    """Wait until every running worker is ready (its groups formed); note it if never."""
-    try:
-        await cluster.wait_ready(cluster.running(), 120)
-    except TimeoutError as exc:
-        liveness.append(f"{when}: {exc}")
+async def _settled(cluster: Cluster, liveness: list[str], when: str, log: _Log) -> None:
+    """Wait until every worker is ready (its groups formed), restarting any that exited
+    meanwhile (as an orchestrator would; a paused one stops itself on waking); note it if
+    never."""
+    deadline = time.monotonic() + 120
+    while True:
+        for slot in cluster.reap():
+            log(f"!! {slot.name} exited on its own ({cluster.unexpected_exits[-1][1]}); restarting")
+            slot.start()
+        try:
+            await cluster.wait_ready(cluster.running(), min(10.0, deadline - time.monotonic()))
+            return
+        except TimeoutError as exc:
+            if time.monotonic() >= deadline:
+                liveness.append(f"{when}: {exc}")
+                return
 
 
 async def _inject(
@@ -412,7 +422,7 @@ async def _inject(
         log(f"scale: started {added[0].name}, {added[1].name} -> {len(cluster.running())} workers")
         await _gap(fault.hold, cluster, log)
         if broker_safe:
-            await _settled(cluster, liveness, "scale, before the last SIGTERM")
+            await _settled(cluster, liveness, "scale, before the last SIGTERM", log)
         victim = _target(cluster, replace(fault, pick=fault.pick + 1))
         code = await asyncio.to_thread(victim.terminate)
         done = (
