@@ -38,7 +38,7 @@ from processor.app.compaction import Compactor
 from processor.app.consumers import Consumers
 from processor.app.erasure import ErasureRouter
 from processor.app.failstop import Deliveries, FailStop, guard_commits
-from processor.app.inflight import Finished
+from processor.app.inflight import Finished, FreezeWatch
 from processor.app.inflight import install as install_finished
 from processor.app.intake import Intake
 from processor.app.metrics import Metrics
@@ -53,7 +53,11 @@ from processor.app.ordering import (
 )
 from processor.app.pipeline import Engine, InputRecord, Router
 from processor.app.preflight import BrokerFacts, consistency_check
-from processor.app.redelivery import deliver_every_record, guard_uncommitted_heads
+from processor.app.redelivery import (
+    deliver_every_record,
+    guard_committed_heads,
+    guard_uncommitted_heads,
+)
 from processor.app.tables import monotonic_table
 from processor.app.timers import TimerIndex
 from processor.contracts.bundle import encode_ordered_bundle
@@ -234,7 +238,9 @@ def create_app(
         commit_interval=float(app.conf.broker_commit_interval),
     )
     consumers = Consumers(lambda: app.consumer, intake, settings.source_topics)
-    ordering = PartitionOrder(order, config, input_partitions(app, settings, intake), metrics)
+    ordering = PartitionOrder(
+        order, config, input_partitions(app, settings, intake), metrics, settle=deliveries.settle
+    )
 
     def sender(topic: Any) -> Any:
         """Send straight to Faust's producer: a record at once, its delivery tracked.
@@ -333,7 +339,20 @@ def create_app(
     # Faust acks records no agent processed (skipped during a rebalance or a stop,
     # or interrupted): only what a body below finished may be committed. And it
     # delivers records twice after a rebalance: a body runs once per record.
-    finished = Finished()
+    freezes = FreezeWatch(settings.session_timeout)
+    finished = Finished(freezes)
+    finished.on_freeze += [states.distrust, chunks.distrust, order.distrust]
+
+    def stop_if_frozen() -> bool:
+        if finished.frozen():
+            failstop.fail("stopped longer than the session: expelled, its partitions moved on")
+            return True
+        return False
+
+    async def check_freeze() -> None:
+        stop_if_frozen()  # also when no record comes
+
+    app.timer(interval=0.5)(check_freeze)
 
     @app.agent(erasure_requests, name="erasure-router", concurrency=1)
     async def route_erasures(stream: Any) -> None:
@@ -353,6 +372,8 @@ def create_app(
         async for event in stream.events():
             if finished.again(event.message):
                 continue  # delivered twice since the last rebalance; done already
+            if stop_if_frozen():
+                await failstop.halt()  # applies nothing more; the process exits
             if finished.deferred(event.message):
                 continue  # its tables are not recovered yet: it comes again after the seek
             with finished.guard((event.message,)):
@@ -379,6 +400,7 @@ def create_app(
     guard_commits(app.consumer, deliveries)
     deliver_every_record(app.consumer)
     guard_uncommitted_heads(app.consumer)
+    guard_committed_heads(app.consumer)
     install_finished(app, finished, {settings.erasure_requests_topic, settings.events_topic})
 
     log.info(
@@ -415,4 +437,5 @@ def _position(message: Any, value: bytes | None) -> InputRecord:
         offset=message.offset,
         key=message.key,
         value=value,
+        timestamp=message.timestamp,
     )

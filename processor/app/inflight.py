@@ -52,22 +52,76 @@ state: the events held on p1 (three customers') were never released.
 ``on_rebalance_complete`` (sent when recovery is done, just before the seek to
 the committed offsets); such a record is left unfinished, so it is not
 committed and comes again after that seek.
+
+And a fourth: a worker frozen longer than its session (SIGSTOP, a stalled VM)
+was expelled while others took its partitions, but when it wakes it does not
+know yet: it goes on applying what its fetcher had buffered and writes those
+states to changelogs the new owners write too (chaos seed 1: a paused worker
+wrote a hot customer back from 206 applied events to 18, after the new owner's
+206). :meth:`Finished.frozen` says so (a :class:`FreezeWatch` thread saw that
+the whole process did not run for longer than the session; a thread, unlike
+the event loop, is not held up by a slow callback), and the worker stops
+before it applies anything more (fail-stop, exit 70: it was expelled, its
+partitions are someone else's now). ``on_freeze`` first makes the tables
+forget their persisted changelog offsets, which may lie past the new owners'
+writes, so the restarted worker recovers every partition from its changelog
+whole.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
+class FreezeWatch:
+    """A thread that notices the whole process was stopped for longer than ``limit`` seconds."""
+
+    def __init__(self, limit: float, interval: float = 0.5) -> None:
+        self.limit = limit
+        self.interval = interval
+        self.count = 0
+        """Freezes seen; read by the event loop (an int: assignments are atomic)."""
+        self.longest = 0.0
+        self.started = False
+        self.last = time.monotonic()
+        """When the thread last looked (monotonic)."""
+
+    def start(self) -> None:
+        """Start watching (once; from the running worker, not when an app is only built)."""
+        if not self.started:
+            self.started = True
+            self.last = time.monotonic()
+            threading.Thread(target=self._run, name="freeze-watch", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            now = time.monotonic()
+            self.seen(now - self.last)
+            self.last = now
+
+    def seen(self, silence: float) -> None:
+        """One look: ``silence`` seconds passed since the previous one."""
+        if silence > self.limit:
+            self.longest = silence
+            self.count += 1
+
+
 class Finished:
     """The records the agents finished and Faust has not acked yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: FreezeWatch | None = None) -> None:
+        self.watch = watch
+        self.freezes = 0
+        """Freezes of the process past its session seen (see :meth:`frozen`)."""
+        self.on_freeze: list[Callable[[], None]] = []
         self.pending: set[tuple[Any, int]] = set()
         self.dropped = 0
         """Acks refused: records acked by Faust that no agent finished."""
@@ -102,6 +156,29 @@ class Finished:
             return False
         self.pending.add((tp, offset))
         self.skipped += 1
+        return True
+
+    def frozen(self) -> bool:
+        """Whether the process was stopped for longer than its session (then for good).
+
+        The first time, ``on_freeze`` runs; the caller stops the worker.
+        """
+        if self.freezes:
+            return True
+        watch = self.watch
+        if watch is None:
+            return False
+        watch.start()
+        silence = time.monotonic() - watch.last  # the loop may run before the thread looks
+        if not watch.count and silence <= watch.limit:
+            return False
+        self.freezes = max(watch.count, 1)
+        log.warning(
+            "the worker was stopped for %.1fs, longer than its session: it was expelled",
+            max(watch.longest, silence),
+        )
+        for callback in self.on_freeze:
+            callback()
         return True
 
     def deferred(self, message: Any) -> bool:

@@ -62,6 +62,12 @@ class Metrics:
             "Stage changes sent again because their event was replayed",
             registry=r,
         )
+        self.replay_skipped = Counter(
+            "journey_replay_skipped_events",
+            "Events of replayed bundles at or below their partition's replay marker, not "
+            "applied again (their effects were delivered already)",
+            registry=r,
+        )
         self.processing_seconds = Histogram(
             "journey_event_processing_seconds",
             "Time to apply one event in the engine, state lookups included",

@@ -25,6 +25,33 @@ partition in a rebalance:
 The message's offset is only committed after these writes are flushed (Faust's
 at-least-once commit), so a crash either replays the message (its events are
 held again, under the same key) or finds them in the table.
+
+**Replays stay inside the dedupe window.** A replay from the committed offset
+applies every event of the replayed messages again, and the engine recognises
+an event only while it is among its customer's last 1,024 applied ids
+(``DEDUPE_CHUNK * DEDUPE_KEEP_CHUNKS``). The committed offset can fall far
+behind what was applied (a commit refused during a rebalance, a hole of a
+record Faust acked unprocessed that only the next seek fills, a worker paused
+mid-interval), and a hot customer's events then come back as new ones: the
+chaos suite saw 25 s of ``s2-hot1``'s partition replayed after a pause and
+15 events applied twice. So the clock record also carries a *replay marker*,
+``through``: the offset of the last message whose every effect (state and
+chunk writes, outputs, held records) the broker confirmed, and the wall-clock
+time it was written. Before a message would take the events applied since the
+last marker past :data:`REPLAY_BOUND`, the engine waits for every delivery so
+far, writes a new marker and waits for that too. A later owner, or this worker
+after a restart, skips the events of a replayed message at or below the
+marker: they were applied (or are held in the table) and their effects are
+out. What a replay applies again is then at most the events released since the
+marker, which :data:`REPLAY_BOUND` (or one message's own release, far below the
+window at the default ``JOURNEY_BATCH_MAX``) keeps inside the window.
+
+A marker only vouches for the partition as it was: a topic recreated after an
+embedded broker lost everything starts again at offset 0 while a kept volume
+still holds the old marker. A message is skipped only if it was also created
+no later than the marker was written (plus :data:`MARKER_CLOCK_SLACK` for the
+clocks of other hosts): every message of a recreated topic was created after
+the broker came back, so it is never skipped.
 """
 
 from __future__ import annotations
@@ -71,6 +98,21 @@ QUIET_AFTER = 10.0
 
 HEARTBEAT = 5.0
 """Seconds between watermark bundles on a quiet system (idle marks follow the wall clock)."""
+
+REPLAY_BOUND = 512
+"""Most events a partition may apply after its last replay marker before it writes a new one.
+
+Half the engine's dedupe window (1,024 ids per customer): a replay applies again
+at most this many events (or one message's own release), all still recognised."""
+
+MARKER_CLOCK_SLACK = 1.0
+"""Seconds a replayed message's create time may lie after its marker's write time (host clocks)."""
+
+Settle = Callable[[], Awaitable[bool]]
+"""Waits for every delivery so far; False if one failed (failstop.Deliveries.settle)."""
+
+Marker = tuple[int, float]
+"""A replay marker: (offset of the last message whose effects are delivered, written at)."""
 
 Wall = Callable[[], datetime]
 
@@ -224,22 +266,81 @@ class PartitionOrder:
     """Every input partition (from topic metadata); None while not known."""
     metrics: Metrics
     wall: Wall = wall_clock
+    settle: Settle | None = None
+    """Waits for the broker to confirm every send so far; None: writes are delivered at once."""
+    replay_bound: int = REPLAY_BOUND
     states: dict[int, Ordering] = field(default_factory=dict)
     remaining: dict[int, Counter[int]] = field(default_factory=dict)
     """Per partition: events still held per stored message (its offset)."""
     writes: dict[int, int] = field(default_factory=dict)
+    through: dict[int, Marker] = field(default_factory=dict)
+    """Per partition: the replay marker (see the module's docstring)."""
+    since: dict[int, int] = field(default_factory=dict)
+    """Per partition: events released since the last replay marker was written."""
+    last: dict[int, int] = field(default_factory=dict)
+    """Per partition: the offset of the last message released (applied since, or failed)."""
 
     async def release(
-        self, envelope: Envelope, partition: int, offset: int
+        self, envelope: Envelope, partition: int, offset: int, created: float | None = None
     ) -> list[tuple[Event, InputPosition | None]]:
         """The events to apply now, in application order, for one bundle of the internal topic,
         each with its input position (None for a v1 bundle, which carries none).
 
+        ``created`` is the message's create time (epoch seconds), if known: a replayed
+        message at or below the partition's replay marker applies nothing again.
         A v1 bundle (from a worker before event-time ordering) is applied at once."""
         if not envelope.ordered:
             return [(a.event, None) for a in envelope.arrivals]
+        if self.replayed(partition, offset, created):
+            for a in envelope.arrivals:  # counted again as duplicates, as any replay is
+                self.metrics.outcome(a.event.topic, a.partition, "duplicate")
+            self.metrics.replay_skipped.inc(len(envelope.arrivals))
+            return []
         released = await self.accept(partition, offset, envelope.arrivals, envelope.marks)
+        await self._bound_replay(partition, offset, len(released))
         return [(replace(r.event, late=True) if r.late else r.event, r.position) for r in released]
+
+    def replayed(self, partition: int, offset: int, created: float | None) -> bool:
+        """Whether the message is at or below the replay marker: its effects are out already."""
+        self.state(partition)  # loads the marker with the rest
+        marker = self.through.get(partition)
+        if marker is None or created is None or offset > marker[0]:
+            return False
+        if created > marker[1] + MARKER_CLOCK_SLACK:
+            return False
+        if partition not in self.since:  # the first replayed record since the partition loaded
+            log.info(
+                "partition %d: replaying from offset %d; the events of records up to %d were "
+                "applied and delivered before (replay marker): not applied again",
+                partition,
+                offset,
+                marker[0],
+            )
+            self.since[partition] = 0
+        return True
+
+    async def _bound_replay(self, partition: int, offset: int, released: int) -> None:
+        """Write a replay marker before this message's events would pass the bound.
+
+        Called after :meth:`accept`, before the engine applies what it released:
+        the marker names the previous message, every effect of which is then
+        confirmed by the broker; the marker's own write is confirmed too before
+        anything of this message is applied.
+        """
+        since = self.since.get(partition, 0)
+        previous = self.last.get(partition)
+        if since and previous is not None and since + released > self.replay_bound:
+            await self._settled(partition)
+            self.through[partition] = (previous, self.wall().timestamp())
+            await self._write_clock(partition, self.state(partition))
+            await self._settled(partition)
+            since = 0
+        self.since[partition] = since + released
+        self.last[partition] = offset
+
+    async def _settled(self, partition: int) -> None:
+        if self.settle is not None and not await self.settle():
+            raise RuntimeError(f"partition {partition}: a send failed before its replay marker")
 
     async def accept(
         self,
@@ -322,6 +423,9 @@ class PartitionOrder:
         """After a rebalance: reload from the table on next use (the partition may have moved)."""
         self.states.clear()
         self.remaining.clear()
+        self.through.clear()
+        self.since.clear()
+        self.last.clear()
 
     async def _persist(
         self,
@@ -356,16 +460,22 @@ class PartitionOrder:
             before.clock,
             before.frontier,
         ):
-            n = self.writes.get(partition, 0) + 1
-            self.writes[partition] = n
-            await self.table.put(clock_key(partition), _encode_clock(n, after), partition)
+            await self._write_clock(partition, after)
+
+    async def _write_clock(self, partition: int, state: Ordering) -> None:
+        n = self.writes.get(partition, 0) + 1
+        self.writes[partition] = n
+        value = _encode_clock(n, state, self.through.get(partition))
+        await self.table.put(clock_key(partition), value, partition)
 
     def _load(self, partition: int) -> Ordering:
         raw = self.table.get(clock_key(partition))
         state = Ordering()
         if raw is not None:
-            n, state = _decode_clock(raw)
+            n, state, marker = _decode_clock(raw)
             self.writes[partition] = n
+            if marker is not None:
+                self.through[partition] = marker
         prefix = b"held:%d:" % partition
         held: list[Held] = []
         for key, value in self.table.items():
@@ -428,19 +538,22 @@ def _decode_held(raw: bytes, origin: int) -> list[Held]:
     return held
 
 
-def _encode_clock(n: int, state: Ordering) -> bytes:
-    return orjson.dumps(
-        {
-            "n": n,
-            "clock": state.clock,
-            "frontier": None if state.frontier is None else list(state.frontier),
-            "marks": [[t, p, m.watermark, m.idle] for (t, p), m in sorted(state.marks.items())],
-        }
-    )
+def _encode_clock(n: int, state: Ordering, through: Marker | None = None) -> bytes:
+    doc: dict[str, Any] = {
+        "n": n,  # first: order_version reads it
+        "clock": state.clock,
+        "frontier": None if state.frontier is None else list(state.frontier),
+        "marks": [[t, p, m.watermark, m.idle] for (t, p), m in sorted(state.marks.items())],
+    }
+    if through is not None:  # a record without one reads as before (and by the last release)
+        doc["through"] = [through[0], through[1]]
+    return orjson.dumps(doc)
 
 
-def _decode_clock(raw: bytes) -> tuple[int, Ordering]:
+def _decode_clock(raw: bytes) -> tuple[int, Ordering, Marker | None]:
     doc = orjson.loads(raw)
+    through = doc.get("through")
+    marker: Marker | None = None if through is None else (int(through[0]), float(through[1]))
     frontier = doc["frontier"]
     key: Key | None = (
         None
@@ -452,7 +565,7 @@ def _decode_clock(raw: bytes) -> tuple[int, Ordering]:
         for t, p, w, idle in doc["marks"]
     }
     clock = None if doc["clock"] is None else datetime.fromisoformat(doc["clock"])
-    return doc["n"], Ordering(marks, clock, key, ())
+    return doc["n"], Ordering(marks, clock, key, ()), marker
 
 
 # --------------------------------------------------------------------------- wiring

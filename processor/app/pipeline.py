@@ -88,6 +88,8 @@ class InputRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None
+    """Create time (epoch seconds) of an internal-topic record: checks replay markers."""
 
 
 def partition_for(customer_id: str, partitions: int) -> int:
@@ -293,7 +295,9 @@ class Engine:
             forwarded = envelope.forward
             await self._apply_customer(forwarded.customer_id, forwarded.events, position)
             return
-        released = await self.ordering.release(envelope, position.partition, position.offset)
+        released = await self.ordering.release(
+            envelope, position.partition, position.offset, position.timestamp
+        )
         by_customer: dict[str, list[tuple[Event, InputPosition | None]]] = defaultdict(list)
         for event, origin in released:
             by_customer[partition_key(event, self.model)].append((event, origin))

@@ -112,3 +112,34 @@ def guard_uncommitted_heads(consumer: Any) -> None:
 
     consumer._new_offset = _new_offset
     consumer.perform_seek = _perform_seek
+
+
+def guard_committed_heads(consumer: Any) -> None:
+    """Never commit past a record at the committed offset that no agent finished.
+
+    Faust's ``_new_offset`` refuses a commit only when the lowest acked offset
+    lies *more than one* above the committed offset (the next one to read), so
+    a hole of exactly one record there is committed over. Holes are what
+    :mod:`processor.app.inflight` makes of records Faust acked unprocessed,
+    expecting commits to stop below them. The chaos suite (seed 2, rolling
+    SIGTERM) lost events-by-customer p7@287 that way: the worker took a new
+    assignment, left 287 for after its table recovery (``Finished.deferred``),
+    finished 288 from its fetch buffer, and was stopped before its seek
+    delivered 287 again; the commit at the stop moved the group to 289, and
+    seven customers never got that record's events. A head hole now stops the
+    commit of its partition until the record is read again and finished. Gaps
+    Faust knows of (``_gap``, offsets that hold no record) still count as read.
+    """
+    new_offset = consumer._new_offset
+
+    def _new_offset(tp: Any) -> int | None:
+        committed = consumer._committed_offset[tp]
+        acked = consumer._acked[tp]
+        if committed and acked and min(acked) > committed:
+            gap = consumer._gap[tp]
+            if not gap or not gap.overlaps(committed):
+                return None
+        result: int | None = new_offset(tp)
+        return result
+
+    consumer._new_offset = _new_offset

@@ -17,7 +17,8 @@ from faust.transport.consumer import Consumer
 from faust.types.tuples import TP, ConsumerMessage
 from intervaltree import IntervalTree
 
-from processor.app.inflight import Finished, ack_only_finished
+from processor.app.inflight import Finished, FreezeWatch, ack_only_finished
+from processor.app.redelivery import guard_committed_heads
 
 EVENTS = "app-events-by-customer"
 OTHER = "app-__assignor-__leader"
@@ -241,3 +242,63 @@ def test_a_record_before_table_recovery_is_left_for_after_the_seek() -> None:
     assert faust._new_offset(TP0) == 22
     finished.forget()  # the next rebalance
     assert not finished.recovered
+
+
+def test_faust_alone_commits_past_a_one_record_hole_at_the_committed_offset() -> None:
+    """Faust refuses a head hole only when it is longer than one record."""
+    faust, finished = consumer(committed=287), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    stream_ack(faust, message(287))  # left for after recovery: Faust acks it, no agent ran
+    asyncio.run(agent(finished, faust, message(288), done))
+    assert faust._new_offset(TP0) == 289  # 287 committed over: lost
+
+
+def test_a_one_record_hole_at_the_committed_offset_stops_the_commit() -> None:
+    faust, finished = consumer(committed=287), Finished()
+    ack_only_finished(faust, finished, {EVENTS})
+    guard_committed_heads(faust)
+    stream_ack(faust, message(287))
+    asyncio.run(agent(finished, faust, message(288), done))
+    assert faust._new_offset(TP0) is None  # nothing committed: 287 is read again
+
+    asyncio.run(agent(finished, faust, message(287), done))  # after the seek
+    assert faust._new_offset(TP0) == 289
+
+
+def test_a_known_gap_at_the_committed_offset_still_commits() -> None:
+    faust = consumer(committed=287)
+    guard_committed_heads(faust)
+    faust._gap[TP0].addi(287, 288)  # an offset without a record (a transaction marker)
+    stream_ack(faust, message(288))
+    assert faust._new_offset(TP0) == 289
+
+
+def test_a_freeze_past_the_session_is_seen_once_and_for_good() -> None:
+    """A worker stopped longer than its session was expelled: what it applied on waking
+    would be written over the new owner's state (chaos seed 1). The caller stops it."""
+    watch = FreezeWatch(limit=6.0)
+    watch.started = True  # no thread here: the test says what it saw
+    finished, distrusted = Finished(watch), []
+    finished.on_freeze.append(lambda: distrusted.append(True))
+    watch.seen(0.5)
+    assert not finished.frozen()
+    watch.seen(8.8)  # SIGSTOP for 8.8 s
+    assert finished.frozen() and finished.frozen()
+    assert distrusted == [True]  # the tables forget their persisted offsets, once
+
+
+def test_the_event_loop_sees_a_freeze_before_the_watch_thread_looks() -> None:
+    watch = FreezeWatch(limit=6.0)
+    watch.started = True
+    watch.last -= 9.0  # the thread last looked 9 s ago: the process did not run since
+    assert Finished(watch).frozen()
+
+
+def test_a_slow_event_loop_is_no_freeze() -> None:
+    """The watch is a thread: a callback that holds the loop does not stop it."""
+    watch = FreezeWatch(limit=6.0)
+    watch.started = True
+    finished = Finished(watch)
+    for _ in range(30):
+        watch.seen(0.5)
+    assert not finished.frozen() and finished.freezes == 0

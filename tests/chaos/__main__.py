@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the order the reference engine applies events in (see tests/chaos/checker.py)",
     )
     parser.add_argument("--settle-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--broker-safe",
+        action="store_true",
+        help="only faults the embedded broker's coordinator survives (as the short run)",
+    )
     parser.add_argument("--broker-url", help="use this broker instead of starting one")
     parser.add_argument("--workdir", type=Path, help="logs and data dirs (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -38,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         order=args.order,
         settle_timeout=args.settle_timeout,
+        broker_safe=args.broker_safe,
         broker_url=args.broker_url,
         workdir=args.workdir,
     )

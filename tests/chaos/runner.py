@@ -36,17 +36,22 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from processor.app.intake import router_group
 from processor.broker import EmbeddedBroker
 from processor.engine import load_model
 from processor.settings import Settings
 from tests.chaos import observe
 from tests.chaos.checker import Observed, Order, Produced, Report, check
 from tests.chaos.cluster import Cluster, Slot
+from tests.chaos.coordinator import coordinator_loop
 from tests.chaos.schedule import Fault, plan
 from tests.chaos.workload import Planned, WorkloadShape, build
 from tests.integration.conftest import API_TOKEN
 
 INPUT_PARTITIONS = {"clickstream": 6, "research": 3, "support": 2}
+
+FROZEN = "stopped longer than the session"
+"""What a worker says when it stops itself after being stopped past its session."""
 
 
 @dataclass
@@ -63,6 +68,11 @@ class ChaosConfig:
     session_timeout: float = 6.0
     gap: tuple[float, float] = (2.0, 6.0)
     settle_timeout: float = 180.0
+    broker_safe: bool = False
+    """Start each fault (and the scale step's last SIGTERM) on a settled group, and keep a
+    killed worker down past its session: the faults the embedded broker's coordinator
+    survives (tests/chaos/coordinator.py says which it does not). The short run in
+    ``make test`` sets it; ``make chaos`` does not."""
     broker_url: str | None = None
     workdir: Path | None = None
     echo: bool = True
@@ -73,6 +83,8 @@ class RunResult:
     report: Report
     workdir: Path
     faults: list[str]
+    coordinator_loop: str | None = None
+    """The embedded broker's coordinator loop, if the run met it (tests/chaos/coordinator.py)."""
 
 
 class _Log:
@@ -163,7 +175,11 @@ async def _run(
         if n >= 5 and time.monotonic() - started > config.duration:
             break
         await _gap(fault.gap, cluster, log)
-        done = await _inject(fault, cluster, names, log, liveness)
+        if config.broker_safe:
+            await _settled(cluster, liveness, f"before {fault.kind}", log)
+            if fault.kind in ("kill", "kill_wipe"):
+                fault = replace(fault, hold=max(fault.hold, 1.5 * config.session_timeout))
+        done = await _inject(fault, cluster, names, log, liveness, config.broker_safe)
         faults_done.append(done)
     await producing
     log(f"produced {len(produced)} records; faults: {len(faults_done)}")
@@ -179,6 +195,7 @@ async def _run(
     quiesced = await _settle(config, settings, cluster, log)
     if not quiesced[0]:
         liveness.append(quiesced[1])
+    looping = _coordinator_loop(settings, cluster)
 
     urls = [s.url for s in cluster.running()]
     observed = Observed(
@@ -209,16 +226,37 @@ async def _run(
     }
     exits = report.finding("liveness.no_unexpected_exits", "no worker exits without being told to")
     cluster.reap()
+    # A worker stopped past its session stops itself when it wakes (fail-stop,
+    # processor/app/inflight.py): the designed answer to this schedule's pause.
+    paused = {done.split()[1] for done in faults_done if done.startswith("pause ")}
+    woke: list[str] = []
     for name, code, tail in cluster.unexpected_exits:
+        if code == 70 and name in paused and FROZEN in tail:
+            woke.append(name)
+            continue
         last = [line for line in tail.splitlines() if line.strip()][-3:]
         exits.add(f"{name} exited {code}: {' / '.join(last)}")
+    report.facts["paused workers that stopped themselves on waking (exit 70)"] = woke
     alive = report.finding(
         "liveness.quiesced",
         "the group is ready and caught up after the schedule; rolling restarts come back ready",
     )
     for problem in liveness:
         alive.add(problem)
-    return RunResult(report, workdir, faults_done)
+    loop = report.finding(
+        "broker.coordinator_loop",
+        "the embedded broker's group coordinator kept the group from forming (its bug, not "
+        "ours: the liveness checks of such a run say nothing about the worker)",
+        enforced=False,
+    )
+    if looping:
+        loop.add(looping)
+    return RunResult(report, workdir, faults_done, looping)
+
+
+def _coordinator_loop(settings: Settings, cluster: Cluster) -> str | None:
+    logs = [slot.log_path for slot in cluster.running()]
+    return coordinator_loop(logs, [settings.app_id, router_group(settings)])
 
 
 def _dump(
@@ -330,8 +368,31 @@ def _target(cluster: Cluster, fault: Fault) -> Slot:
     return running[fault.pick % len(running)]
 
 
+async def _settled(cluster: Cluster, liveness: list[str], when: str, log: _Log) -> None:
+    """Wait until every worker is ready (its groups formed), restarting any that exited
+    meanwhile (as an orchestrator would; a paused one stops itself on waking); note it if
+    never."""
+    deadline = time.monotonic() + 120
+    while True:
+        for slot in cluster.reap():
+            log(f"!! {slot.name} exited on its own ({cluster.unexpected_exits[-1][1]}); restarting")
+            slot.start()
+        try:
+            await cluster.wait_ready(cluster.running(), min(10.0, deadline - time.monotonic()))
+            return
+        except TimeoutError as exc:
+            if time.monotonic() >= deadline:
+                liveness.append(f"{when}: {exc}")
+                return
+
+
 async def _inject(
-    fault: Fault, cluster: Cluster, names: Iterator[str], log: _Log, liveness: list[str]
+    fault: Fault,
+    cluster: Cluster,
+    names: Iterator[str],
+    log: _Log,
+    liveness: list[str],
+    broker_safe: bool = False,
 ) -> str:
     def new_name() -> str:
         return next(names)
@@ -361,6 +422,8 @@ async def _inject(
             a.start()
         log(f"scale: started {added[0].name}, {added[1].name} -> {len(cluster.running())} workers")
         await _gap(fault.hold, cluster, log)
+        if broker_safe:
+            await _settled(cluster, liveness, "scale, before the last SIGTERM", log)
         victim = _target(cluster, replace(fault, pick=fault.pick + 1))
         code = await asyncio.to_thread(victim.terminate)
         done = (
@@ -404,11 +467,17 @@ async def _settle(
         for slot in cluster.reap():
             log(f"!! {slot.name} exited on its own while settling; restarting")
             slot.start()
+        looping = _coordinator_loop(settings, cluster)
+        if looping:
+            log(f"!! the broker's coordinator loop: {looping}")
+            return False, f"the broker's coordinator loop: {looping}"
         try:
-            await cluster.wait_ready(cluster.running(), max(1.0, deadline - time.monotonic()))
+            await cluster.wait_ready(cluster.running(), min(10.0, deadline - time.monotonic()))
         except TimeoutError as exc:
             why = str(exc)
-            break
+            if time.monotonic() >= deadline:
+                break
+            continue
         caught_up, behind, floor = await observe.group_caught_up(settings, floor)
         ends = await observe.end_offsets(settings, outputs)
         if caught_up and ends == previous:

@@ -27,6 +27,7 @@ EXPOSED: frozenset[str] = frozenset(
         "journey_records_total",  # {topic, partition, outcome}
         "journey_stage_changes_total",  # {from_stage, to_stage}
         "journey_stage_changes_reemitted_total",
+        "journey_replay_skipped_events_total",
         "journey_customers",  # {stage}: customers per current stage on this worker
         "journey_consumer_lag",  # {topic, partition}
         "journey_recovery_in_progress",  # 0/1

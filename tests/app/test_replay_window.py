@@ -1,0 +1,198 @@
+"""A replay from an old committed offset must not apply a hot customer's events again.
+
+The engine recognises an event only while it is among its customer's last 1,024
+applied ids. The chaos suite (seed 2) saw a worker replay about 25 s of a hot
+customer's partition after a pause, from a committed offset far behind what had
+been applied: 15 events older than the window were applied again (1,215 applied
+for 1,200 events, one cycle too many). Here the same with dict tables: one
+customer's 1,200 events go through the router and the engine, then a fresh
+engine on the same (delivered) tables replays every bundle from offset 0, as a
+worker does when nothing of the partition was committed. The replay markers of
+``processor/app/ordering.py`` make that replay apply nothing again; without
+them (a bound no partition reaches) it over-applies.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from processor.app.metrics import Metrics
+from processor.app.ordering import REPLAY_BOUND, PartitionOrder, clock_key
+from processor.app.pipeline import Engine, InputRecord
+from processor.app.timers import TimerIndex
+from processor.contracts.bundle import encode_ordered_bundle
+from processor.contracts.state import decode_state
+from processor.engine import DEDUPE_CHUNK, DEDUPE_KEEP_CHUNKS, CustomerState
+from processor.engine.ordering import Mark, OrderingConfig
+from tests.app.shell import DictTable, Shell, Sink, make_shell
+
+EVENTS = 1200
+BATCH = 40
+TYPES = ("product_view", "add_to_cart", "checkout_started", "order_completed", "page_view")
+T0 = datetime(2026, 3, 17, 9, 0, tzinfo=UTC)
+
+Logged = tuple[int, bytes, float]
+"""A message of the internal partition: offset, value, create time."""
+
+
+def hot_records() -> list[list[InputRecord]]:
+    """One customer's events in router batches, each a minute after the one before."""
+    batches = []
+    for start in range(0, EVENTS, BATCH):
+        batch = []
+        for n in range(start, start + BATCH):
+            doc = {
+                "event_id": f"e{n}",
+                "customer_id": "hot",
+                "type": TYPES[n % len(TYPES)],
+                "occurred_at": (T0 + timedelta(minutes=n)).isoformat(),
+                "properties": {},
+            }
+            batch.append(InputRecord("journey.clickstream", 0, n, b"hot", orjson.dumps(doc)))
+        batches.append(batch)
+    return batches
+
+
+def engine_on(shell: Shell, order: PartitionOrder) -> tuple[Engine, Sink]:
+    """A fresh engine (a restarted or new owner) on the shell's tables, as recovered."""
+    changes = Sink()
+    engine = Engine(
+        model=shell.model,
+        states=shell.states,
+        chunks=shell.chunks,
+        send_change=changes,
+        send_trigger=Sink(),
+        send_dead_letter=Sink(),
+        ce_source="/journey-processor/test",
+        metrics=Metrics(),
+        timers=TimerIndex(),
+        ordering=order,
+    )
+    return engine, changes
+
+
+def ordering(shell: Shell, bound: int) -> PartitionOrder:
+    config = OrderingConfig(timedelta(seconds=2), 20_000, timedelta(seconds=300))
+    clock = shell.router.clock
+    return PartitionOrder(
+        shell.order, config, lambda: frozenset(clock.seen), Metrics(), replay_bound=bound
+    )
+
+
+async def apply(engine: Engine, message: Logged) -> None:
+    offset, value, created = message
+    await engine.apply_bundle(value, InputRecord("events", 0, offset, None, None, created))
+
+
+async def first_pass(bound: int) -> tuple[Shell, list[Logged]]:
+    """Route and apply every batch, then mark the input idle; every message logged."""
+    shell = make_shell(partitions=1)
+    engine, _ = engine_on(shell, ordering(shell, bound))
+    log: list[Logged] = []
+    for batch in hot_records():
+        start = len(shell.bundles.records)
+        await shell.router.route(batch)
+        for record, _ in shell.bundles.records[start:]:
+            log.append((len(log), record.value, time.time()))
+            await apply(engine, log[-1])
+    log.append((len(log), idle_marks(shell), time.time()))  # the input is caught up
+    await apply(engine, log[-1])
+    return shell, log
+
+
+def idle_marks(shell: Shell) -> bytes:
+    """A watermark bundle saying every input partition is caught up: releases everything."""
+    marks = {tp: Mark(datetime.now(UTC), True) for tp in shell.router.clock.seen}
+    return encode_ordered_bundle([], marks)
+
+
+def hot(shell: Shell) -> CustomerState:
+    raw = shell.states.get(b"hot")
+    assert raw is not None
+    return decode_state(raw)
+
+
+def test_the_window_is_smaller_than_the_hot_customers_history() -> None:
+    assert DEDUPE_CHUNK * DEDUPE_KEEP_CHUNKS < EVENTS  # else nothing here could fail
+    assert REPLAY_BOUND < DEDUPE_CHUNK * DEDUPE_KEEP_CHUNKS
+
+
+async def test_a_replay_from_offset_zero_applies_nothing_again() -> None:
+    shell, log = await first_pass(REPLAY_BOUND)
+    before = hot(shell)
+    assert before.applied_count == EVENTS
+    marker = orjson.loads(shell.order.data[clock_key(0)])["through"]
+    assert marker[0] >= len(log) - 1 - EVENTS // BATCH  # written as the bound was reached
+
+    order = ordering(shell, REPLAY_BOUND)
+    engine, changes = engine_on(shell, order)
+    for message in log:  # nothing was committed: the new owner starts at offset 0
+        await apply(engine, message)
+
+    after = hot(shell)
+    assert (after.applied_count, after.sequence, after.cycle) == (
+        before.applied_count,
+        before.sequence,
+        before.cycle,
+    )
+    sequences = [orjson.loads(r.value)["sequence"] for r, _ in changes.records]
+    assert all(s <= before.sequence for s in sequences)  # re-emissions only, nothing new
+    skipped = order.metrics.replay_skipped._value.get()
+    assert EVENTS - REPLAY_BOUND - BATCH <= skipped < EVENTS  # the rest was recognised
+
+
+async def test_without_markers_the_same_replay_applies_old_events_again() -> None:
+    """The failure the markers prevent: a bound no partition reaches writes none."""
+    shell, log = await first_pass(10**9)
+    assert hot(shell).applied_count == EVENTS
+    engine, _ = engine_on(shell, ordering(shell, 10**9))
+    for message in log:
+        await apply(engine, message)
+    assert hot(shell).applied_count > EVENTS
+
+
+async def test_a_recreated_topic_is_not_skipped_under_an_old_marker() -> None:
+    """Same offsets, created after the marker was written: new messages, applied."""
+    shell, _ = await first_pass(REPLAY_BOUND)
+    engine, _ = engine_on(shell, ordering(shell, REPLAY_BOUND))
+    later = time.time() + 60
+    doc = {
+        "event_id": "new-1",
+        "customer_id": "hot",
+        "type": "page_view",
+        "occurred_at": (T0 + timedelta(days=30)).isoformat(),
+        "properties": {},
+    }
+    start = len(shell.bundles.records)
+    await shell.router.route([InputRecord("journey.clickstream", 0, 0, b"hot", orjson.dumps(doc))])
+    (record, _), *_ = shell.bundles.records[start:]
+    await apply(engine, (0, record.value, later))
+    await apply(engine, (1, idle_marks(shell), later))
+    assert hot(shell).applied_count == EVENTS + 1
+
+
+async def test_a_failed_delivery_writes_no_marker() -> None:
+    shell = make_shell(partitions=1)
+    config = OrderingConfig(timedelta(seconds=2), 20_000, timedelta(seconds=300))
+    inputs = frozenset({("journey.clickstream", 0)})
+
+    async def failed() -> bool:
+        return False
+
+    table = DictTable()
+    order = PartitionOrder(table, config, lambda: inputs, Metrics(), settle=failed, replay_bound=1)
+    engine, _ = engine_on(shell, order)
+    with pytest.raises(RuntimeError, match="replay marker"):
+        offset = 0
+        for batch in hot_records():
+            start = len(shell.bundles.records)
+            await shell.router.route(batch)
+            for record, _ in shell.bundles.records[start:]:
+                await apply(engine, (offset, record.value, time.time()))
+                offset += 1
+    assert offset > 0  # it failed on a later message, the first one that needed a marker
+    assert all(b"through" not in value for _, value in table.items())
