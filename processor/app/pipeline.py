@@ -383,6 +383,8 @@ class Engine:
         """
         if message.unlink_from is not None:  # a forgotten anonymous id, out of its customer
             await self.identity.unlink(message, partition)
+            if self.on_erased is not None:  # the old values holding the id, off the disk too
+                self.on_erased(partition, message.unlink_from)
             return
         if self.send_erased is None:
             raise RuntimeError("a forget request, but no erasures topic to confirm on")

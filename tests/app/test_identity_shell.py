@@ -320,11 +320,15 @@ def held_anywhere(shell: Shell, some_id: str) -> list[str]:
 
 async def test_forgetting_a_linked_anonymous_id_leaves_it_nowhere_and_alice_as_she_was() -> None:
     shell = make_shell()
+    erased: list[tuple[int, str]] = []
+    shell.engine.on_erased = lambda partition, some_id: erased.append((partition, some_id))
     await browse_identify_buy(shell)
     alice = decode_state(shell.states.data[b"alice"])
     assert held_anywhere(shell, "anon-1")  # the alias, alice's list, her merged change
 
     await shell.forget([request("anon-1", "r2", offset=0)])
+
+    assert erased == [(2, "anon-1"), (1, "alice")]  # both key ranges compacted on disk
 
     assert held_anywhere(shell, "anon-1") == []
     assert (b"alice\x1faliases", None, 1) in shell.aliases.writes  # her list, now empty
