@@ -22,6 +22,11 @@ topic, for :class:`processor.app.pipeline.Engine`. The route (see the README,
 
 Forgetting a customer first forgets its aliases (:meth:`IdentityShell.forget_aliases`):
 the customer's alias list names them, and it must not be gone before their forgets are out.
+Forgetting a linked anonymous id alone first sends its customer's partition an unlink
+(:meth:`IdentityShell.unlink_forgotten`, a v3 forget message): the alias is the only record
+there that names the customer, so it goes only once the unlink is delivered; the customer's
+partition then takes the id out of the customer's alias list and state
+(:meth:`IdentityShell.unlink`).
 Every failure raises: the engine agent stops the worker (fail-stop).
 """
 
@@ -47,7 +52,7 @@ from processor.contracts.state import chunk_key
 from processor.engine import ChunkSealed, CustomerState, Event, JourneyModel, Step, TriggerRef
 from processor.engine.core import replay
 from processor.engine.erasure import ForgetRequest
-from processor.engine.identity import is_anonymous, is_identify, link, merge, resolve
+from processor.engine.identity import is_anonymous, is_identify, link, merge, resolve, unlink
 
 Send = Callable[[Record, int | None], Awaitable[None]]
 Events = Sequence[tuple[Event, InputPosition | None]]
@@ -241,6 +246,44 @@ class IdentityShell:
             await self.send_internal(Record(None, value, []), self.route(anonymous_id))
         if self.settle is not None and not await self.settle():
             raise RuntimeError(f"the alias forgets of {request.customer_id!r} were not delivered")
+
+    async def unlink_forgotten(self, message: ForgetMessage) -> None:
+        """Before a linked anonymous id's alias goes: send its customer an unlink, and wait for it.
+
+        Only for a forget of the id itself (an alias's forget comes from its customer, which
+        is being forgotten whole). The request travels along, for the record; it is
+        confirmed and counted here, by the caller, not where the unlink is applied. A
+        replay that still finds the alias sends the same message again.
+        """
+        if message.alias_of is not None or message.unlink_from is not None:
+            return
+        request = message.request
+        alias = self.store.alias(request.customer_id)
+        if alias is None:
+            return
+        if self.send_internal is None:
+            raise RuntimeError("a linked anonymous id, but no internal topic to unlink it on")
+        unlinking = ForgetMessage(request, message.source, unlink_from=alias.customer_id)
+        await self.send_internal(
+            Record(None, encode_forget(unlinking), []), self.route(alias.customer_id)
+        )
+        if self.settle is not None and not await self.settle():
+            raise RuntimeError(f"the unlink of {request.customer_id!r} was not delivered")
+
+    async def unlink(self, message: ForgetMessage, partition: int) -> None:
+        """On the customer's partition: a forgotten anonymous id out of its alias list and state.
+
+        The list is rewritten without the id (deleted when empty) and the state without
+        the id in its merged changes, both every time, even when nothing changed: a
+        replay after a crash may find the local store ahead of the changelog.
+        """
+        customer_id = message.unlink_from
+        assert customer_id is not None
+        before = self.store.get(customer_id)
+        done = unlink(self.store.aliases_of(customer_id), before, message.request.customer_id)
+        await self.store.put_aliases_of(partition, customer_id, done.aliases)
+        if done.state is not None:
+            await self.store.put(partition, before, done.state)
 
     def _count(self, topic: str, origin: InputPosition | None, outcome: str) -> None:
         self.metrics.events.labels(topic, self.model.identify[1], outcome).inc()

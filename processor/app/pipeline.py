@@ -381,6 +381,11 @@ class Engine:
         bytes). The confirmation goes out only once every tombstone is delivered
         (``settle``). A failure raises: fail-stop.
         """
+        if message.unlink_from is not None:  # a forgotten anonymous id, out of its customer
+            await self.identity.unlink(message, partition)
+            if self.on_erased is not None:  # the old values holding the id, off the disk too
+                self.on_erased(partition, message.unlink_from)
+            return
         if self.send_erased is None:
             raise RuntimeError("a forget request, but no erasures topic to confirm on")
         request = message.request
@@ -394,6 +399,7 @@ class Engine:
         for held in dropped:
             self.metrics.outcome(held.event.topic, held.key[2], "erased")
         await self.identity.forget_aliases(message)  # before the list that names them goes
+        await self.identity.unlink_forgotten(message)  # before the alias that names its customer
         await self.store.delete(partition, request.customer_id, decision, state, self.settle)
         if self.on_erased is not None:
             self.on_erased(partition, request.customer_id)

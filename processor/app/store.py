@@ -145,6 +145,21 @@ class CustomerStore:
         raw = self.aliases.get(aliases_key(customer_id))
         return () if raw is None else decode_alias_list(raw)
 
+    async def put_aliases_of(
+        self, partition: int, customer_id: str, aliases: tuple[str, ...]
+    ) -> None:
+        """Write the customer's list of merged anonymous ids as given; an empty one is deleted.
+
+        Written even when unchanged: a replay after a crash may find the local store
+        ahead of the changelog, and this puts the changelog right.
+        """
+        if self.aliases is None:
+            raise RuntimeError("an alias to unlink, but no alias table to unlink it in")
+        if aliases:
+            await self.aliases.put(aliases_key(customer_id), encode_alias_list(aliases), partition)
+        else:
+            await self.aliases.delete(aliases_key(customer_id), partition)
+
     async def add_alias_of(self, partition: int, customer_id: str, anonymous_id: str) -> None:
         """Remember that ``anonymous_id`` was linked to the customer (written once per id)."""
         if self.aliases is None:

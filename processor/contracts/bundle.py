@@ -131,28 +131,40 @@ class ForgetMessage:
     alias_of: str | None = None
     """Set when this forgets an anonymous id because its customer was forgotten (v2): the
     request's outcome is counted where the customer was, not again here."""
+    unlink_from: str | None = None
+    """Set when a forgotten anonymous id was merged into this customer (v3): the message goes
+    to that customer's partition and only removes the id from the customer's alias list (and
+    from its state); the request is confirmed and counted on the anonymous id's partition."""
 
 
 def encode_forget(message: ForgetMessage) -> bytes:
-    """v1, or v2 (internal.forget.v2.json: v1 plus ``alias_of``) for an alias's forget."""
+    """v1; v2 (internal.forget.v2.json: v1 plus ``alias_of``) for an alias's forget; v3
+    (internal.forget.v3.json: v1 plus ``unlink_from``) to unlink a forgotten anonymous id."""
     request = message.request
     topic, partition, offset = message.source
-    alias = {} if message.alias_of is None else {"alias_of": message.alias_of}
+    if message.alias_of is not None and message.unlink_from is not None:
+        raise ValueError("a forget message is an alias's forget or an unlink, not both")
+    extra: dict[str, str] = {}
+    version = 1
+    if message.alias_of is not None:
+        extra, version = {"alias_of": message.alias_of}, 2
+    elif message.unlink_from is not None:
+        extra, version = {"unlink_from": message.unlink_from}, 3
     return orjson.dumps(
         {
             "kind": FORGET_KIND,
-            "v": 1 if message.alias_of is None else 2,
+            "v": version,
             "customer_id": request.customer_id,
             "request_id": request.request_id,
             "requested_at": request.requested_at,
             "source": {"topic": topic, "partition": partition, "offset": offset},
-            **alias,
+            **extra,
         }
     )
 
 
 def _forget(doc: dict[str, Any]) -> ForgetMessage:
-    if doc.get("kind") != FORGET_KIND or doc.get("v") not in (1, 2):
+    if doc.get("kind") != FORGET_KIND or doc.get("v") not in (1, 2, 3):
         raise ValueError(f"unknown control message {doc.get('kind')!r} v{doc.get('v')!r}")
     at = doc["requested_at"]
     request = ForgetRequest(
@@ -162,8 +174,11 @@ def _forget(doc: dict[str, Any]) -> ForgetMessage:
     alias_of = doc.get("alias_of") if doc["v"] == 2 else None
     if doc["v"] == 2 and not isinstance(alias_of, str):
         raise ValueError("a v2 forget control message without alias_of")
+    unlink_from = doc.get("unlink_from") if doc["v"] == 3 else None
+    if doc["v"] == 3 and not isinstance(unlink_from, str):
+        raise ValueError("a v3 forget control message without unlink_from")
     return ForgetMessage(
-        request, (source["topic"], source["partition"], source["offset"]), alias_of
+        request, (source["topic"], source["partition"], source["offset"]), alias_of, unlink_from
     )
 
 

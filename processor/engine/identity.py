@@ -391,3 +391,39 @@ def resolve(event: Event, alias: str | None) -> Event:
     if alias is None or not is_anonymous(event):
         return event
     return msgspec.structs.replace(event, customer_id=alias)
+
+
+class Unlinked(NamedTuple):
+    """A customer without a forgotten anonymous id: its alias list and its state, rewritten.
+
+    ``aliases`` empty: the shell deletes the list's row. ``state`` None: none stored.
+    """
+
+    aliases: tuple[str, ...]
+    state: CustomerState | None
+
+
+def unlink(aliases: Sequence[str], state: CustomerState | None, anonymous_id: str) -> Unlinked:
+    """Remove a forgotten anonymous id from the customer it was merged into (erasure).
+
+    The customer's list of merged anonymous ids loses it, and each recent stage change
+    that names it in ``merged_from`` becomes a plain stage change with the same
+    content (and so the same id and stage-change document); a replayed identify then
+    re-emits that change without the ``ce_journeymergedfrom`` header, never the
+    forgotten id. Everything else the merge gave the customer stays: it is the
+    customer's journey now. Idempotent: unlinking again changes nothing more.
+    """
+    kept = tuple(a for a in aliases if a != anonymous_id)
+    if state is None or not any(_names(c, anonymous_id) for c in state.recent_changes):
+        return Unlinked(kept, state)
+    changes = tuple(_plain(c) if _names(c, anonymous_id) else c for c in state.recent_changes)
+    return Unlinked(kept, replace(state, recent_changes=changes))
+
+
+def _names(change: StageChange, anonymous_id: str) -> bool:
+    return isinstance(change, MergedStageChange) and change.merged_from == anonymous_id
+
+
+def _plain(change: StageChange) -> StageChange:
+    fields = {f: getattr(change, f) for f in StageChange.__struct_fields__}
+    return StageChange(**fields)

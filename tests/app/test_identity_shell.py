@@ -24,13 +24,14 @@ from processor.contracts.identity import decode_alias
 from processor.contracts.outputs import MERGED_FROM_HEADER, Record
 from processor.contracts.state import decode_state
 from tests.app.shell import Shell, consumed, make_shell, outcomes
-from tests.app.test_erasure_shell import holds_anywhere, request
+from tests.app.test_erasure_shell import holds_anywhere, live_keys_holding, request
 from tests.schemas import validator
 
 IDENTITY_MERGED = validator("identity-merged.v1.json")
 MERGE = validator("internal.merge.v1.json")
 FORWARD = validator("internal.forward.v1.json")
 FORGET_V2 = validator("internal.forget.v2.json")
+FORGET_V3 = validator("internal.forget.v3.json")
 STAGE_CHANGE = validator("stage-change.v2.json")
 
 
@@ -299,6 +300,105 @@ async def test_forgetting_an_anonymous_id_deletes_its_alias() -> None:
     assert b"anon-1" not in shell.aliases.data
     assert (b"anon-1", None, 2) in shell.aliases.writes
     assert decode_state(shell.states.data[b"alice"]).stage == "purchase"  # alice stays
+
+
+def held_anywhere(shell: Shell, some_id: str) -> list[str]:
+    """Every table, aliases included: keys or values holding the id, stored or live."""
+    needle = some_id.encode()
+    tables = {
+        "state": shell.states,
+        "chunks": shell.chunks,
+        "order": shell.order,
+        "aliases": shell.aliases,
+    }
+    found = []
+    for name, table in tables.items():
+        found += [f"{name} store {k!r}" for k, v in table.data.items() if needle in k + v]
+        found += [f"{name} changelog {k!r}" for k in live_keys_holding(table, some_id)]
+    return found
+
+
+async def test_forgetting_a_linked_anonymous_id_leaves_it_nowhere_and_alice_as_she_was() -> None:
+    shell = make_shell()
+    erased: list[tuple[int, str]] = []
+    shell.engine.on_erased = lambda partition, some_id: erased.append((partition, some_id))
+    await browse_identify_buy(shell)
+    alice = decode_state(shell.states.data[b"alice"])
+    assert held_anywhere(shell, "anon-1")  # the alias, alice's list, her merged change
+
+    await shell.forget([request("anon-1", "r2", offset=0)])
+
+    assert erased == [(2, "anon-1"), (1, "alice")]  # both key ranges compacted on disk
+
+    assert held_anywhere(shell, "anon-1") == []
+    assert (b"alice\x1faliases", None, 1) in shell.aliases.writes  # her list, now empty
+    [(unlinking, partition)] = [(d, p) for d, p in internal(shell, "forget") if d["v"] == 3]
+    FORGET_V3.validate(unlinking)
+    assert partition == 1 and unlinking["unlink_from"] == "alice"
+    assert unlinking["customer_id"] == "anon-1" and unlinking["request_id"] == "r2"
+    after = decode_state(shell.states.data[b"alice"])
+    assert (after.stage, after.applied_count, after.sequence) == (
+        alice.stage,
+        alice.applied_count,
+        alice.sequence,
+    )
+    assert [c.id for c in after.recent_changes] == [c.id for c in alice.recent_changes]
+    # One confirmation, for anon-1 only; the request counted once, where anon-1 lives.
+    assert [orjson.loads(r.value)["customer_id"] for r, _ in shell.erasures.records] == ["anon-1"]
+    assert outcomes(shell.metrics)[("journey.erasure-requests", "0", "applied")] == 1
+    counted_once(shell)
+
+
+async def test_a_replayed_forget_of_an_anonymous_id_re_emits_identical_bytes() -> None:
+    """Replayed whole (alias gone: nothing to unlink again) and after a crash before the alias
+    went (found again: the same unlink again); either way the same confirmation, same end."""
+    shell = make_shell()
+    await browse_identify_buy(shell)
+    alias = shell.aliases.data[b"anon-1"]
+    await shell.forget([request("anon-1", "r2", offset=0)])
+    sent = [r for r, _ in shell.bundles.records[shell.cursor - 2 :]]
+    first = [r for r, _ in shell.erasures.records]
+    tables = (dict(shell.states.data), dict(shell.aliases.data))
+
+    await shell.forget([request("anon-1", "r2", offset=0)])
+    assert [r for r, _ in shell.erasures.records] == first * 2
+    assert (shell.states.data, shell.aliases.data) == tables
+
+    shell.aliases.data[b"anon-1"] = alias  # the local store still had it
+    await shell.forget([request("anon-1", "r2", offset=0)])
+    assert [r for r, _ in shell.bundles.records[-2:]] == sent  # the forget, the same unlink
+    assert [r for r, _ in shell.erasures.records] == first * 3
+    assert (shell.states.data, shell.aliases.data) == tables
+    assert held_anywhere(shell, "anon-1") == []
+
+
+async def test_forgetting_one_of_two_linked_anonymous_ids_keeps_the_other() -> None:
+    shell = make_shell()
+    await browse_identify_buy(shell)
+    await shell.feed([anonymous("anon-2", "c1", "page_view", "11:00", 5)])
+    await shell.feed([identify("alice", "anon-2", "login-2", "11:05", 6)])
+    assert shell.engine.store.aliases_of("alice") == ("anon-1", "anon-2")
+
+    await shell.forget([request("anon-1", "r2", offset=0)])
+
+    assert shell.engine.store.aliases_of("alice") == ("anon-2",)
+    assert held_anywhere(shell, "anon-1") == []
+    assert decode_alias(shell.aliases.data[b"anon-2"]).customer_id == "alice"
+    await shell.forget([request("alice", "r3", offset=1)])  # her forget still finds anon-2
+    assert held_anywhere(shell, "anon-2") == [] and held_anywhere(shell, "alice") == []
+
+
+async def test_an_undelivered_unlink_stops_before_the_alias_goes() -> None:
+    shell = make_shell()
+    await browse_identify_buy(shell)
+
+    async def failed() -> bool:
+        return False
+
+    shell.engine.identity.settle = failed
+    with pytest.raises(RuntimeError, match="unlink of 'anon-1' was not delivered"):
+        await shell.forget([request("anon-1", "r2", offset=0)])
+    assert b"anon-1" in shell.aliases.data and shell.erasures.records == []
 
 
 async def test_forgetting_an_anonymous_id_before_identify_works_as_for_any_id() -> None:

@@ -47,6 +47,7 @@ def test_a_replayed_request_gives_identical_bytes() -> None:
 
 REQUEST = validator("erasure-request.v1.json")
 FORGET = validator("internal.forget.v1.json")
+FORGET_V3 = validator("internal.forget.v3.json")
 LIMITS = Limits()
 
 
@@ -111,6 +112,25 @@ def test_forget_messages_validate_and_round_trip(requested_at: datetime | None) 
     assert confirmation == forget(None, message.request).confirmation
 
 
+def test_unlink_messages_validate_as_v3_and_round_trip() -> None:
+    request = ForgetRequest("anon-1", "r-2", datetime(2026, 3, 1, 9, tzinfo=UTC))
+    message = ForgetMessage(request, ("journey.erasure-requests", 0, 5), unlink_from="alice")
+    raw = encode_forget(message)
+    doc = orjson.loads(raw)
+    FORGET_V3.validate(doc)
+    assert doc["v"] == 3 and not FORGET.is_valid(doc)
+    assert decode_envelope(raw).forget == message
+    for example in ALL["internal.forget.v3.json"]["examples"]:
+        decoded = decode_envelope(orjson.dumps(example)).forget
+        assert decoded is not None and decoded.unlink_from == example["unlink_from"]
+    without = {k: v for k, v in doc.items() if k != "unlink_from"}
+    assert not FORGET_V3.is_valid(without)
+    with pytest.raises(ValueError, match="without unlink_from"):
+        decode_envelope(orjson.dumps(without))
+    with pytest.raises(ValueError, match="not both"):
+        encode_forget(ForgetMessage(request, message.source, "alice", "alice"))
+
+
 def test_forget_examples_decode_and_old_bundles_still_do() -> None:
     for example in ALL["internal.forget.v1.json"]["examples"]:
         assert decode_envelope(orjson.dumps(example)).forget is not None
@@ -121,7 +141,7 @@ def test_forget_examples_decode_and_old_bundles_still_do() -> None:
 
 def test_an_unknown_control_message_is_refused() -> None:
     example = dict(ALL["internal.forget.v1.json"]["examples"][0])
-    for changed in ({"v": 2}, {"v": 3}, {"kind": "unmerge"}):
+    for changed in ({"v": 2}, {"v": 3}, {"v": 4}, {"kind": "unmerge"}):
         assert not FORGET.is_valid(example | changed)
         with pytest.raises(ValueError, match="control message"):
             decode_envelope(orjson.dumps(example | changed))

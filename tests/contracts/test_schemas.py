@@ -67,6 +67,7 @@ EXPECTED = {
     "internal.event-bundle.v3.json",
     "internal.forget.v2.json",
     "internal.forward.v1.json",
+    "internal.forget.v3.json",
 }
 CE_SOURCE = "urn:journey-processor:journey-processor"
 MODEL = load_model()

@@ -43,6 +43,7 @@ from processor.engine.identity import (
     merge,
     partition_key,
     resolve,
+    unlink,
 )
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import TriggerFired
@@ -644,3 +645,46 @@ def test_a_replayed_merge_without_the_anonymous_state_is_a_duplicate(histories):
     again = merge(first.state, None, FULL, into=CUSTOMER, via=ref)
     assert again.outcome == "duplicate" and again.state is first.state
     assert again.changes == first.changes
+
+
+@given(two_histories())
+@SETTINGS
+def test_unlinking_a_forgotten_anonymous_id_leaves_no_trace_of_it_and_nothing_else_changes(
+    histories,
+):
+    """The merged state no longer names the anonymous id; every change keeps its id; idempotent."""
+    a_events, b_events = histories
+    customer = Party(CUSTOMER, FULL).run(a_events)
+    anon = Party("anon-1", FULL).run(b_events)
+    merged = customer.absorb(anon, "login-1")
+    aliases = ("anon-0", "anon-1", "anon-2")
+    done = unlink(aliases, merged.state, "anon-1")
+    assert done.aliases == ("anon-0", "anon-2")
+    if merged.state is None:
+        assert done.state is None
+        return
+    assert done.state is not None
+    assert b"anon-1" not in msgspec.msgpack.encode(done.state)
+    before, after = merged.state.recent_changes, done.state.recent_changes
+    assert [c.id for c in after] == [c.id for c in before]
+    assert msgspec.structs.replace(done.state, recent_changes=before) == merged.state
+    assert not any(isinstance(c, MergedStageChange) for c in after)
+    assert unlink(done.aliases, done.state, "anon-1") == done  # again: nothing more
+    assert unlink(("anon-1",), None, "anon-1") == ((), None)
+
+
+def test_unlinking_keeps_what_another_anonymous_id_merged():
+    customer = Party(CUSTOMER, FULL)
+    first = Party("anon-1", FULL).run([ev("clickstream", "page_view", T0, "a1")])
+    second = Party("anon-2", FULL).run(
+        [ev("clickstream", "checkout_started", T0 + timedelta(minutes=1), "a2")]
+    )
+    customer.absorb(first, "login-1")
+    customer.absorb(second, "login-2")
+    assert customer.state is not None
+    froms = [getattr(c, "merged_from", None) for c in customer.state.recent_changes]
+    assert froms == ["anon-1", "anon-2"]
+    done = unlink(("anon-1", "anon-2"), customer.state, "anon-1")
+    assert done.state is not None
+    assert [getattr(c, "merged_from", None) for c in done.state.recent_changes] == [None, "anon-2"]
+    assert done.aliases == ("anon-2",)

@@ -209,6 +209,73 @@ async def test_an_anonymous_visitor_identifies_buys_and_comes_back(
         assert {r.partition for r in tombstones} == {partition_for(anon, settings.partitions)}
 
 
+async def test_forgetting_the_anonymous_id_alone_leaves_it_in_no_live_changelog_key(
+    settings: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """The customer keeps the merged journey; its alias list and state no longer name the id."""
+    anon, customer = "anon-forget-2", "cust-keep-2"
+    assert partition_for(anon, settings.partitions) != partition_for(customer, settings.partitions)
+    needle = anon.encode()
+    tables = ("customer-state", "dedupe-chunks", "event-order", "customer-aliases")
+    logs = [Collector(settings, f"{settings.app_id}-{t}-changelog") for t in tables]
+    worker = start_worker(workers, settings, tmp_path, "a")
+    url = f"http://127.0.0.1:{worker.settings.web_port}"
+    async with (
+        Collector(settings, settings.identities_topic) as identities,
+        Collector(settings, settings.erasures_topic) as erasures,
+        logs[0],
+        logs[1],
+        logs[2],
+        logs[3],
+    ):
+        login = sent(customer, "clickstream", "identify", 10, anon)
+        await produce(settings, to_records(settings, [*browse(anon), login]))
+        await identities.wait_until(lambda rs: len(rs) >= 1, 90, "identity_merged")
+
+        async def merged() -> Any:
+            status, body = await get(f"{url}/customers/{quote(customer)}")
+            return body if status == 200 and body.get("aliases") == [anon] else None
+
+        await wait_for(merged, 60, "the customer with its alias")
+        for log in (logs[0], logs[3]):  # her state (merged_from) and her alias list name it
+            await log.wait_until(
+                lambda rs: any(
+                    k.startswith(customer.encode()) for k in live_keys_holding(rs, needle)
+                ),
+                30,
+                f"the customer's keys holding {anon} in {log.topic}",
+            )
+
+        forget = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "processor", "forget", anon,
+            env=settings.environment(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(forget.communicate(), 60)
+        assert forget.returncode == 0, err.decode()
+        await erasures.wait_until(lambda rs: len(rs) >= 1, 60, "the confirmation")
+        for log in logs:
+            await log.wait_until(
+                lambda rs: live_keys_holding(rs, needle) == [],
+                30,
+                f"no live key or value holding {anon} in {log.topic}",
+            )
+        status, body = await get(f"{url}/customers/{quote(customer)}")
+        assert status == 200 and body["stage"] == "evaluation" and "aliases" not in body, body
+        status, body = await get(f"{url}/customers/{quote(anon)}")
+        assert status == 404, body
+        assert [r.doc["customer_id"] for r in erasures.records] == [anon]
+
+
+def live_keys_holding(records: list[Received], needle: bytes) -> list[bytes]:
+    """Keys whose last changelog record is a value, where key or value holds ``needle``."""
+    last: dict[bytes | None, bytes | None] = {}
+    for r in records:
+        last[r.key] = r.value
+    return [k or b"" for k, v in last.items() if v is not None and needle in (k or b"") + v]
+
+
 async def test_two_workers_merge_across_them(
     settings: Settings, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
