@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -88,6 +89,8 @@ class JourneyApp:
     deliveries: Deliveries
     compactor: Compactor | None = None
     aliases: Any = None
+    fence: Callable[[], None] | None = None
+    """The zombie check the worker runs before every send and commit (processor/app/fence.py)."""
 
 
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -352,6 +355,10 @@ def create_app(
     async def check_freeze() -> None:
         stop_if_frozen()  # also when no record comes
 
+    def fence_check() -> None:
+        if finished.frozen():  # what the producer held from before the freeze stays unsent
+            failstop.stop_now("stopped longer than the session: expelled, sending nothing more")
+
     app.timer(interval=0.5)(check_freeze)
 
     @app.agent(erasure_requests, name="erasure-router", concurrency=1)
@@ -425,6 +432,7 @@ def create_app(
         deliveries,
         compactor,
         aliases,
+        fence_check,
     )
     register_routes(journey)
     return journey

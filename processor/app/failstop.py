@@ -73,6 +73,17 @@ class FailStop:
         else:
             loop.call_later(self._exit_after, self._terminate)
 
+    def stop_now(self, reason: str) -> NoReturn:
+        """Exit at once, without the moment :meth:`fail` leaves: nothing more may go out.
+
+        For a worker that must not send what it holds (a zombie, processor/app/fence.py).
+        """
+        self.reason = self.reason or reason
+        log.critical("stopping the worker now: %s", reason)
+        print(f"journey worker: stopping now: {reason}", file=sys.stderr, flush=True)
+        self._terminate()
+        raise SystemExit(EXIT_CODE)  # an exit stand-in (tests) returned
+
     def _terminate(self) -> None:
         logging.shutdown()
         self._exit(EXIT_CODE)

@@ -152,7 +152,7 @@ def run_worker(settings: Settings) -> int:
     """
     import faust
 
-    from processor.app import create_app
+    from processor.app import create_app, fence
     from processor.app.preflight import BrokerUnavailable, preflight
 
     model = load_model(settings.definition)  # an invalid definition fails before any waiting
@@ -166,6 +166,8 @@ def run_worker(settings: Settings) -> int:
     if created:
         log.info("created topics %s", created)
     journey = create_app(settings, model, facts)
+    if journey.fence is not None:  # a zombie sends and commits nothing (processor/app/fence.py)
+        fence.install(journey.fence)
     worker = faust.Worker(journey.faust, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()  # returns only by raising SystemExit
