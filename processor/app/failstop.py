@@ -30,6 +30,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -100,6 +101,7 @@ class Deliveries:
     def __init__(self, failstop: FailStop) -> None:
         self.failstop = failstop
         self.pending: set[asyncio.Future[Any]] = set()
+        self._since: dict[asyncio.Future[Any], float] = {}
 
     def track(self, delivery: Any) -> None:
         """Watch a send's future; a failed delivery stops the worker."""
@@ -109,10 +111,19 @@ class Deliveries:
             self._done(delivery)
             return
         self.pending.add(delivery)
+        self._since[delivery] = time.monotonic()
         delivery.add_done_callback(self._done)
+
+    def describe(self) -> str:
+        """How many sends wait for the broker, and for how long the oldest (a stall's log line)."""
+        if not self._since:
+            return "no send waiting for the broker"
+        oldest = time.monotonic() - min(self._since.values())
+        return f"{len(self._since)} sends waiting for the broker, the oldest for {oldest:.0f}s"
 
     def _done(self, delivery: asyncio.Future[Any]) -> None:
         self.pending.discard(delivery)
+        self._since.pop(delivery, None)
         if delivery.cancelled():
             self.failstop.fail("a send was cancelled before the broker confirmed it")
             return

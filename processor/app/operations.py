@@ -208,10 +208,28 @@ class Operations:
             if end is None or done >= end or seen is None or seen[0] != done:
                 self.progress[tp] = (done, now)
             elif now - seen[1] > timeout:
+                self._log_stall_context()
                 self.failstop.fail(
                     f"no progress on {tp.topic}[{tp.partition}] for {now - seen[1]:.0f}s with "
                     f"{end - done} records waiting (JOURNEY_STALL_TIMEOUT)"
                 )
+
+    def _log_stall_context(self) -> None:
+        """Say what the worker was doing when it stalled: its sends, and where each task waits."""
+        if self.deliveries is not None:
+            log.critical("stalled: %s", self.deliveries.describe())
+        try:
+            tasks = asyncio.all_tasks()
+        except RuntimeError:  # no running loop (a test calling the check directly)
+            return
+        for task in tasks:
+            frames = task.get_stack(limit=8)
+            if frames:
+                where = " <- ".join(
+                    f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno})"
+                    for f in frames
+                )
+                log.critical("stalled: task %s waits in %s", task.get_name(), where)
 
     def state_written(
         self, partition: int, before: CustomerState | None, after: CustomerState

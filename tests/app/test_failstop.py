@@ -68,3 +68,14 @@ async def test_halt_never_returns() -> None:
     failstop = FailStop(exit=Exits(), exit_after=60)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(failstop.halt(), 0.05)
+
+
+async def test_deliveries_say_how_many_sends_wait_and_for_how_long() -> None:
+    deliveries = Deliveries(FailStop(exit=Exits(), exit_after=60))
+    assert deliveries.describe() == "no send waiting for the broker"
+    waiting = asyncio.get_running_loop().create_future()
+    deliveries.track(waiting)
+    assert deliveries.describe().startswith("1 sends waiting for the broker, the oldest for ")
+    waiting.set_result(None)
+    await asyncio.sleep(0)  # the done callback runs on the next loop pass
+    assert deliveries.describe() == "no send waiting for the broker"
