@@ -16,32 +16,15 @@ Engine side (:class:`PartitionOrder`). Per customer partition the ordering state
 ``event-order`` table, so held events survive SIGKILL and move with the
 partition in a rebalance:
 
-* ``held:<p>:<offset>``: the events a message left held, written when it
-  arrives, before its offset can be committed, and deleted once all of them
-  were released, applied and delivered (below). Nothing growing is ever
-  rewritten.
-* ``clock:<p>``: marks, clock and frontier, and the replay marker (below);
-  written at each checkpoint. On recovery, held events at or below the
-  frontier were applied already and are dropped.
+* ``clock:<p>``: marks, clock and frontier; written at most once per message;
+* ``held:<p>:<offset>``: the events a message left held, written once when it
+  arrives and deleted once all of them are released. Nothing growing is ever
+  rewritten. On recovery, held events at or below the frontier were applied
+  already and are dropped.
 
-The message's offset is only committed after its writes are flushed (Faust's
+The message's offset is only committed after these writes are flushed (Faust's
 at-least-once commit), so a crash either replays the message (its events are
 held again, under the same key) or finds them in the table.
-
-**Nothing released is forgotten before it is applied and delivered.** The
-events a message releases come from older messages' ``held`` records, and the
-engine applies them after the release: state and chunk writes, outputs. Those
-sends go to other topics than the ``event-order`` changelog, and a crash can
-deliver one and lose the other. Had the ``held`` record's delete (or a clock
-whose frontier passed the events) been delivered and the state write not, the
-next owner would find neither the events held nor their effects: lost. So a
-release changes the table only at the next *checkpoint*: the engine first waits
-until every send so far is confirmed, then deletes the records whose events
-were all released (or rewrites one that keeps fewer), writes the clock as it is
-after the last applied message, and waits again. Between checkpoints the table
-keeps some events that were applied already; a recovery holds them again and
-the engine recognises them as duplicates (fewer than :data:`REPLAY_BOUND`
-events, well inside the dedupe window).
 
 **Replays stay inside the dedupe window.** A replay from the committed offset
 applies every event of the replayed messages again, and the engine recognises
@@ -56,7 +39,7 @@ chaos suite saw 25 s of ``s2-hot1``'s partition replayed after a pause and
 chunk writes, outputs, held records) the broker confirmed, and the wall-clock
 time it was written. Before a message would take the events applied since the
 last marker past :data:`REPLAY_BOUND`, the engine waits for every delivery so
-far, writes a new marker (a checkpoint, above) and waits for that too. A later owner, or this worker
+far, writes a new marker and waits for that too. A later owner, or this worker
 after a restart, skips the events of a replayed message at or below the
 marker: they were applied (or are held in the table) and their effects are
 out. What a replay applies again is then at most the events released since the
@@ -296,9 +279,6 @@ class PartitionOrder:
     """Per partition: events released since the last replay marker was written."""
     last: dict[int, int] = field(default_factory=dict)
     """Per partition: the offset of the last message released (applied since, or failed)."""
-    cleanup: dict[int, dict[int, bytes | None]] = field(default_factory=dict)
-    """Per partition: held records to rewrite (their new value) or delete (None) at the next
-    checkpoint, once the events they released are applied and delivered."""
 
     async def release(
         self, envelope: Envelope, partition: int, offset: int, created: float | None = None
@@ -316,11 +296,8 @@ class PartitionOrder:
                 self.metrics.outcome(a.event.topic, a.partition, "duplicate")
             self.metrics.replay_skipped.inc(len(envelope.arrivals))
             return []
-        if self.since.get(partition, 0) >= self.replay_bound:
-            await self.checkpoint(partition)
         released = await self.accept(partition, offset, envelope.arrivals, envelope.marks)
-        self.since[partition] = self.since.get(partition, 0) + len(released)
-        self.last[partition] = offset
+        await self._bound_replay(partition, offset, len(released))
         return [(replace(r.event, late=True) if r.late else r.event, r.position) for r in released]
 
     def replayed(self, partition: int, offset: int, created: float | None) -> bool:
@@ -342,27 +319,24 @@ class PartitionOrder:
             self.since[partition] = 0
         return True
 
-    async def checkpoint(self, partition: int) -> None:
-        """Make the table say what is applied and delivered: the clean-up, clock and marker.
+    async def _bound_replay(self, partition: int, offset: int, released: int) -> None:
+        """Write a replay marker before this message's events would pass the bound.
 
-        Called before a message is accepted, when the events released since the
-        last checkpoint reached the bound, and before an erasure rewrites held
-        records: everything released so far was applied by then. Waits for every
-        send so far, writes the held records' clean-up, then the clock record with
-        a replay marker naming the last message released, and waits for those.
+        Called after :meth:`accept`, before the engine applies what it released:
+        the marker names the previous message, every effect of which is then
+        confirmed by the broker; the marker's own write is confirmed too before
+        anything of this message is applied.
         """
-        await self._settled(partition)
-        for origin, value in sorted(self.cleanup.pop(partition, {}).items()):
-            if value is None:
-                await self.table.delete(held_key(partition, origin), partition)
-            else:
-                await self.table.put(held_key(partition, origin), value, partition)
+        since = self.since.get(partition, 0)
         previous = self.last.get(partition)
-        if previous is not None:
+        if since and previous is not None and since + released > self.replay_bound:
+            await self._settled(partition)
             self.through[partition] = (previous, self.wall().timestamp())
-        await self._write_clock(partition, self.state(partition))
-        await self._settled(partition)
-        self.since[partition] = 0
+            await self._write_clock(partition, self.state(partition))
+            await self._settled(partition)
+            since = 0
+        self.since[partition] = since + released
+        self.last[partition] = offset
 
     async def _settled(self, partition: int) -> None:
         if self.settle is not None and not await self.settle():
@@ -387,7 +361,7 @@ class PartitionOrder:
             origin=offset,
         )
         self.states[partition] = after
-        await self._persist(partition, offset, after, released, arrivals)
+        await self._persist(partition, offset, before, after, released, arrivals)
         self._count(partition, after, released)
         return released
 
@@ -423,9 +397,6 @@ class PartitionOrder:
         the frontier passes those events would apply them (a short-lived gap;
         once the frontier is past them, recovery drops them).
         """
-        # Records whose events were released but not yet cleaned up may hold the
-        # customer too: a checkpoint writes them out first.
-        await self.checkpoint(partition)
         state = self.state(partition)
 
         def mine(event: Event) -> bool:
@@ -455,42 +426,41 @@ class PartitionOrder:
         self.through.clear()
         self.since.clear()
         self.last.clear()
-        self.cleanup.clear()  # the table keeps those events: held again, then duplicates
 
     async def _persist(
         self,
         partition: int,
         offset: int,
+        before: Ordering,
         after: Ordering,
         released: tuple[Released, ...],
         arrivals: list[Arrival],
     ) -> None:
-        """Store what this message holds now; leave what it released to the next checkpoint."""
         remaining = self.remaining.setdefault(partition, Counter())
-        cleanup = self.cleanup.setdefault(partition, {})
         # This message's record holds what ``after`` still holds of it, counted afresh;
         # events it held and released in this same call (its own marks moved the clock)
         # must not count it down as well, or it is deleted while some are still held.
         fresh = held_from(after, offset, arrivals) if arrivals else []
         if fresh:
-            stored = remaining.get(offset)
-            if stored is None or len(fresh) > stored:  # a new record (or more): before commit
+            if remaining.get(offset) != len(fresh):
                 remaining[offset] = len(fresh)
-                cleanup.pop(offset, None)
                 await self.table.put(held_key(partition, offset), _encode_held(fresh), partition)
-            elif len(fresh) < stored:  # a redelivered message keeps fewer: after they apply
-                remaining[offset] = len(fresh)
-                cleanup[offset] = _encode_held(fresh)
         elif offset in remaining:  # a redelivered message whose held events all went now
             del remaining[offset]
-            cleanup[offset] = None
+            await self.table.delete(held_key(partition, offset), partition)
         for r in released:
             if r.origin is None or r.origin == offset or r.origin not in remaining:
                 continue
             remaining[r.origin] -= 1
             if remaining[r.origin] <= 0:
                 del remaining[r.origin]
-                cleanup[r.origin] = None
+                await self.table.delete(held_key(partition, r.origin), partition)
+        if (after.marks, after.clock, after.frontier) != (
+            before.marks,
+            before.clock,
+            before.frontier,
+        ):
+            await self._write_clock(partition, after)
 
     async def _write_clock(self, partition: int, state: Ordering) -> None:
         n = self.writes.get(partition, 0) + 1
