@@ -215,7 +215,12 @@ class Operations:
                 )
 
     def _log_stall_context(self) -> None:
-        """Say what the worker was doing when it stalled: its sends, and where each task waits."""
+        """Say what the worker was doing when it stalled: its sends, and where our tasks wait.
+
+        A task's own stack shows only its outermost coroutine; the await chain
+        (``cr_await``) shows where it really waits. Tasks waiting in this
+        package's code are logged; the idle loops of Faust and aiokafka are not.
+        """
         if self.deliveries is not None:
             log.critical("stalled: %s", self.deliveries.describe())
         try:
@@ -223,13 +228,9 @@ class Operations:
         except RuntimeError:  # no running loop (a test calling the check directly)
             return
         for task in tasks:
-            frames = task.get_stack(limit=8)
-            if frames:
-                where = " <- ".join(
-                    f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno})"
-                    for f in frames
-                )
-                log.critical("stalled: task %s waits in %s", task.get_name(), where)
+            chain = _await_chain(task.get_coro())
+            if any("/processor/" in frame for frame in chain):
+                log.critical("stalled: %s waits in %s", task.get_name(), " -> ".join(chain))
 
     def state_written(
         self, partition: int, before: CustomerState | None, after: CustomerState
@@ -389,3 +390,15 @@ class Operations:
             "Absence timers armed in the customer state on this worker",
             value=self.timers.pending_total(),
         )
+
+
+def _await_chain(coro: Any) -> list[str]:
+    """Where a coroutine waits: each awaited coroutine's function, file and line."""
+    frames: list[str] = []
+    while coro is not None and len(frames) < 20:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            path = frame.f_code.co_filename
+            frames.append(f"{frame.f_code.co_name} ({path}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -9,7 +10,7 @@ from aiokafka import TopicPartition
 
 from processor.app.failstop import FailStop
 from processor.app.metrics import Metrics
-from processor.app.operations import Operations
+from processor.app.operations import Operations, _await_chain
 from processor.engine import load_model
 from processor.settings import Settings
 
@@ -76,3 +77,21 @@ def test_no_stall_is_judged_while_not_ready() -> None:
     ops.rebalance_completed = True
     ops.check_progress(150.0)
     assert failstop.reason is None
+
+
+async def test_a_stall_names_where_our_waiting_task_waits() -> None:
+    """The await chain, not only the task's outermost coroutine: a stall's log says where."""
+    gate = asyncio.Event()
+
+    async def inner() -> None:
+        await gate.wait()
+
+    async def outer() -> None:
+        await inner()
+
+    task = asyncio.create_task(outer())
+    await asyncio.sleep(0)
+    chain = _await_chain(task.get_coro())
+    assert [c.split(" ")[0] for c in chain[:3]] == ["outer", "inner", "wait"]
+    gate.set()
+    await task
