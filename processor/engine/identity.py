@@ -11,8 +11,13 @@ does not depend on arrival order (stage, cycle, purchase, last event and latest
 support times, applied count, remembered ids), and every later event then lands
 exactly as it would on that union (tests/engine/test_identity.py). Field by field:
 
-* ``cycle``: the larger. A merge never starts a cycle itself (two purchases in one
-  cycle number, one from each side, stay one cycle anchored at the later).
+* ``cycle``: the larger, unless both sides bought in their current cycle: then the
+  later order is a repeat purchase (rule 3a), as in the union, and the merged
+  customer is one cycle further, at the purchase stage, anchored at the later order,
+  with no firing count or timer of the older cycles (a new cycle drops them). This
+  is exactly the union when either side is in its first cycle (an anonymous guest
+  checkout, then a purchase as the known customer); with several cycles on both
+  sides the union may hold more cycles than the merge can tell from two summaries.
 * ``stage``: the furthest among the states in that cycle; then the latest support
   contact of either side is placed again against the merged purchase, as a late
   order places it (a question asked anonymously after the known purchase is
@@ -39,8 +44,9 @@ exactly as it would on that union (tests/engine/test_identity.py). Field by fiel
   ``after_stage`` the merged customer is no longer in is cancelled, as progress
   cancels it. The merge itself fires nothing. The customer's recent triggers stay.
 
-Beyond one cycle, the later cycle leads and the other side contributes only its
-counts, ids and times: its history is treated as belonging to an earlier cycle.
+Otherwise, beyond one cycle, the later cycle leads and the other side contributes
+only its counts, ids and times: its history is treated as belonging to an earlier
+cycle.
 """
 
 from __future__ import annotations
@@ -135,12 +141,22 @@ def merge(
         return Merged(a, (), (), nothing, "ignored")
 
     sides = (b,) if a is None else (a, b)
-    cycle = max(s.cycle for s in sides)
-    current = [s for s in sides if s.cycle == cycle]
     rank = model.rank
-    stage = max((s.stage for s in current), key=rank.__getitem__)
-    entered = min(s.stage_entered_at for s in current if s.stage == stage)
-    purchase_at = max((s.purchase_at for s in current if s.purchase_at is not None), default=None)
+    if a is not None and a.purchase_at is not None and b.purchase_at is not None:
+        # An order on each side: in the union the later one is a repeat purchase (rule 3a).
+        cycle = max(a.cycle, b.cycle) + 1
+        current: list[CustomerState] = []  # a new cycle: no count, no timer of the old ones
+        stage = model.purchase_stage
+        entered = max(a.purchase_at, b.purchase_at)
+        purchase_at: datetime | None = entered
+    else:
+        cycle = max(s.cycle for s in sides)
+        current = [s for s in sides if s.cycle == cycle]
+        stage = max((s.stage for s in current), key=rank.__getitem__)
+        entered = min(s.stage_entered_at for s in current if s.stage == stage)
+        purchase_at = max(
+            (s.purchase_at for s in current if s.purchase_at is not None), default=None
+        )
     contact = _latest_contact(sides)
     placed = _placed(stage, purchase_at, contact, model)
     if placed is not None:

@@ -47,7 +47,7 @@ from processor.engine.identity import (
 )
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import TriggerFired
-from tests.engine.test_properties import T0, ev, many_cycles, one_cycle
+from tests.engine.test_properties import ORDER, T0, cycle_times, ev, many_cycles, one_cycle
 
 STAGES = dc_replace(load_model(), triggers=())
 FULL = load_model()
@@ -595,8 +595,9 @@ def histories_across_cycles(draw: st.DrawFn) -> tuple[list[Event], list[Event], 
 @SETTINGS
 @given(histories_across_cycles())
 def test_across_cycles_a_merge_keeps_the_engines_invariants(histories):
-    """Beyond one cycle the policy is a summary (the later cycle leads), but still a state
-    the engine can go on with: its sequence continues, nothing applied is forgotten."""
+    """Beyond one cycle the policy is a summary (the later cycle leads, one more if both
+    sides bought), but still a state the engine can go on with: its sequence continues,
+    nothing applied is forgotten."""
     a_events, b_events, later = histories
     a = Party(CUSTOMER, FULL).run(a_events)
     b = Party("anon-1", FULL).run(b_events)
@@ -607,7 +608,9 @@ def test_across_cycles_a_merge_keeps_the_engines_invariants(histories):
         assert state == before
         return
     assert state is not None
-    assert state.cycle == max(s.cycle for s in (before, b.state) if s is not None)
+    both_bought = before is not None and None not in (before.purchase_at, b.state.purchase_at)
+    cycles = [s.cycle for s in (before, b.state) if s is not None]
+    assert state.cycle == max(cycles) + (1 if both_bought else 0)
     assert state.sequence == (0 if before is None else before.sequence) + len(merged.changes)
     assert state.recent_changes[-1].to_stage == state.stage
     assert state.recent_changes[-1].cycle == state.cycle
@@ -688,3 +691,49 @@ def test_unlinking_keeps_what_another_anonymous_id_merged():
     assert done.state is not None
     assert [getattr(c, "merged_from", None) for c in done.state.recent_changes] == [None, "anon-2"]
     assert done.aliases == ("anon-2",)
+
+
+# --------------------------------------------------------------------------- an order on each side
+
+
+@st.composite
+def an_order_on_each_side(draw: st.DrawFn) -> tuple[list[Event], list[Event]]:
+    """The customer's history over a year (its current cycle holds an order) and an
+    anonymous visitor's one cycle with an order, somewhere in that year, each in event time.
+
+    A guest checkout before the login, then a purchase as the known customer: the
+    commonest identity merge across purchases.
+    """
+    a_events = sorted(draw(many_cycles()), key=lambda e: e.occurred_at)
+    b_events = draw(one_cycle())
+    order = ev(*ORDER, draw(cycle_times), "order")
+    b_events = [e for e in b_events if e.event_id != "order"] + [order]
+    shift = timedelta(hours=draw(st.integers(0, 340 * 24)))
+
+    def moved(events: list[Event], prefix: str, by: timedelta) -> list[Event]:
+        return [
+            msgspec.structs.replace(e, event_id=prefix + e.event_id, occurred_at=e.occurred_at + by)
+            for e in events
+        ]
+
+    return moved(a_events, "a-", timedelta()), sorted(
+        moved(b_events, "b-", shift), key=lambda e: e.occurred_at
+    )
+
+
+@SETTINGS
+@given(an_order_on_each_side())
+def test_an_order_on_each_side_is_a_repeat_purchase_as_in_the_union(histories):
+    """Both bought in their current cycle: the union's later order is a repeat purchase
+    (rule 3a), so the merged customer is one cycle further, at the later order."""
+    a_events, b_events = histories
+    a = Party(CUSTOMER, STAGES).run(a_events)
+    b = Party("anon-1", STAGES).run(b_events)
+    assert b.state is not None and b.state.purchase_at is not None
+    if a.state is None or a.state.purchase_at is None:
+        return  # the customer's current cycle holds no order: not this case
+    union = Party(CUSTOMER, STAGES).run(sorted([*a_events, *b_events], key=lambda e: e.occurred_at))
+
+    a.absorb(b, "identify-1")
+
+    assert counted(a.state, 1) == projection(union.state)
