@@ -6,6 +6,7 @@ seeing each other's records.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -121,3 +122,16 @@ def start_worker(
     worker = WorkerProcess(own, tmp_path / f"worker-{name}.log").start()
     started.append(worker)
     return worker
+
+
+async def run_forget(settings: Settings, *ids: str) -> str:
+    """`journey forget IDS...` as an operator runs it: its stdout (request ids), exit 0 asserted."""
+    forget = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "processor", "forget", *ids,
+        env=settings.environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(forget.communicate(), 60)
+    assert forget.returncode == 0, err.decode()
+    return out.decode()

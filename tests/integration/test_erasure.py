@@ -7,8 +7,6 @@ its data directory.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +15,7 @@ import pytest
 
 from processor.app.pipeline import partition_for
 from processor.settings import Settings
-from tests.integration.conftest import WorkerProcess, start_worker
+from tests.integration.conftest import WorkerProcess, run_forget, start_worker
 from tests.integration.http import get, samples, total, wait_for
 from tests.integration.journeys import Sent, event, to_records
 from tests.integration.kafka import Collector, Received, produce
@@ -89,19 +87,7 @@ async def test_forget_leaves_no_live_key_and_no_byte_on_disk(
         )
 
         await produce(settings, [(settings.erasure_requests_topic, b"x", b"not json")])
-        forget = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "processor",
-            "forget",
-            FORGOTTEN,
-            env=settings.environment(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(forget.communicate(), 60)
-        assert forget.returncode == 0, err.decode()
-        request_id = out.decode().split()[1]
+        request_id = (await run_forget(settings, FORGOTTEN)).split()[1]
 
         [confirmation] = await erasures.wait_until(lambda rs: len(rs) >= 1, 60, "confirmation")
         doc = confirmation.doc
@@ -205,19 +191,8 @@ async def test_two_workers_each_forget_the_customers_they_own(
             served_by.add(body["served_by"])
         assert len(served_by) == 2, "the forgotten customers live on both workers"
 
-        forget = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "processor",
-            "forget",
-            *gone,
-            env=settings.environment(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(forget.communicate(), 60)
-        assert forget.returncode == 0, err.decode()
-        requested = dict(line.split("\t") for line in out.decode().splitlines())
+        out = await run_forget(settings, *gone)
+        requested = dict(line.split("\t") for line in out.splitlines())
         await erasures.wait_until(lambda rs: len(rs) >= len(gone), 60, "every confirmation")
         confirmed = {r.doc["customer_id"]: r.doc["request_id"] for r in erasures.records}
         assert confirmed == requested

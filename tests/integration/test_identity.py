@@ -11,9 +11,7 @@ SIGKILL right after the merge re-emits only identical bytes and fires no trigger
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import sys
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +25,7 @@ from processor.app.pipeline import partition_for
 from processor.contracts.outputs import MERGED_FROM_HEADER
 from processor.engine import Source
 from processor.settings import Settings
-from tests.integration.conftest import WorkerProcess, start_worker
+from tests.integration.conftest import WorkerProcess, run_forget, start_worker
 from tests.integration.http import get, samples, total, wait_for
 from tests.integration.journeys import T0, Sent, to_records
 from tests.integration.kafka import Collector, Received, produce
@@ -186,14 +184,7 @@ async def test_an_anonymous_visitor_identifies_buys_and_comes_back(
         Collector(settings, aliases_log) as aliases,
     ):
         await aliases.wait_until(lambda rs: any(r.key == anon.encode() for r in rs), 30, "alias")
-        forget = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "processor", "forget", customer,
-            env=settings.environment(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await asyncio.wait_for(forget.communicate(), 60)
-        assert forget.returncode == 0, err.decode()
+        await run_forget(settings, customer)
         await erasures.wait_until(lambda rs: len(rs) >= 2, 60, "both ids confirmed")
         assert {r.doc["customer_id"] for r in erasures.records} == {customer, anon}
         assert len({r.doc["request_id"] for r in erasures.records}) == 1
@@ -246,14 +237,7 @@ async def test_forgetting_the_anonymous_id_alone_leaves_it_in_no_live_changelog_
                 f"the customer's keys holding {anon} in {log.topic}",
             )
 
-        forget = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "processor", "forget", anon,
-            env=settings.environment(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await asyncio.wait_for(forget.communicate(), 60)
-        assert forget.returncode == 0, err.decode()
+        await run_forget(settings, anon)
         await erasures.wait_until(lambda rs: len(rs) >= 1, 60, "the confirmation")
         for log in logs:
             await log.wait_until(
