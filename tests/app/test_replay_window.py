@@ -196,3 +196,31 @@ async def test_a_failed_delivery_writes_no_marker() -> None:
                 offset += 1
     assert offset > 0  # it failed on a later message, the first one that needed a marker
     assert all(b"through" not in value for _, value in table.items())
+
+
+async def test_the_count_toward_a_marker_survives_a_change_of_owner() -> None:
+    """Chaos seed 3: partitions changed hands every few seconds, each owner released fewer
+    events than the bound, so no marker was ever written; a replay from an old commit then
+    applied a hot customer's 1,200 events again (2,400). Here a new owner every 5 messages
+    (200 events, below the bound), then a replay from offset 0."""
+    shell = make_shell(partitions=1)
+    log: list[Logged] = []
+    engine = None
+    for n, batch in enumerate(hot_records()):
+        if n % 5 == 0:  # a rebalance: a new owner loads the partition from the table
+            engine, _ = engine_on(shell, ordering(shell, REPLAY_BOUND))
+        assert engine is not None
+        start = len(shell.bundles.records)
+        await shell.router.route(batch)
+        for record, _ in shell.bundles.records[start:]:
+            log.append((len(log), record.value, time.time()))
+            await apply(engine, log[-1])
+    log.append((len(log), idle_marks(shell), time.time()))
+    await apply(engine, log[-1])
+    assert hot(shell).applied_count == EVENTS
+    assert "through" in orjson.loads(shell.order.data[clock_key(0)])
+
+    engine, _ = engine_on(shell, ordering(shell, REPLAY_BOUND))
+    for message in log:
+        await apply(engine, message)
+    assert hot(shell).applied_count == EVENTS
