@@ -18,13 +18,26 @@ partition in a rebalance:
 
 * ``clock:<p>``: marks, clock and frontier; written at most once per message;
 * ``held:<p>:<offset>``: the events a message left held, written once when it
-  arrives and deleted once all of them are released. Nothing growing is ever
-  rewritten. On recovery, held events at or below the frontier were applied
-  already and are dropped.
+  arrives. Nothing growing is ever rewritten. On recovery, held events at or
+  below the stored frontier were applied already and are dropped.
 
 The message's offset is only committed after these writes are flushed (Faust's
 at-least-once commit), so a crash either replays the message (its events are
 held again, under the same key) or finds them in the table.
+
+**Nothing released leaves the table before it is applied and delivered.** The
+events a message releases come out of older messages' ``held`` records, and the
+engine applies them after the release (state and chunk writes, outputs, to other
+topics than the ``event-order`` changelog). Had a record's delete, or a stored
+frontier past its events, been delivered and the state writes not, the next
+owner would find the events neither held nor applied: lost (the short chaos run
+lost two that way). So a release only notes its clean-up (records to delete, or
+to rewrite smaller), and the clock record carries the frontier as of the last
+replay marker; both move on with the next marker, which first waits until the
+broker confirmed everything the earlier releases sent (and :meth:`checkpoint`
+before an erasure rewrites held records). Until then a recovery holds some
+applied events again, and the engine recognises them: they are fewer than the
+bound below, well inside the dedupe window.
 
 **Replays stay inside the dedupe window.** A replay from the committed offset
 applies every event of the replayed messages again, and the engine recognises
@@ -284,6 +297,13 @@ class PartitionOrder:
     """Per partition: the offset of the last message released (applied since, or failed)."""
     replaying: set[int] = field(default_factory=set)
     """Partitions whose replay below the marker was logged since they were loaded."""
+    cleanup: dict[int, dict[int, bytes | None]] = field(default_factory=dict)
+    """Per partition: held records emptied (None) or shrunk (their new value) by releases,
+    written only with the next marker, once what those releases applied is delivered."""
+    touched: set[int] = field(default_factory=set)
+    """Origins whose clean-up the message being accepted noted (not ready before it applies)."""
+    durable: dict[int, Key | None] = field(default_factory=dict)
+    """Per partition: the frontier the clock record carries, as of the last marker."""
 
     async def release(
         self, envelope: Envelope, partition: int, offset: int, created: float | None = None
@@ -301,8 +321,13 @@ class PartitionOrder:
                 self.metrics.outcome(a.event.topic, a.partition, "duplicate")
             self.metrics.replay_skipped.inc(len(envelope.arrivals))
             return []
+        # Every earlier release is applied by now: its clean-up and frontier may be written
+        # with a marker; what this message changes, only once it is applied in turn.
+        applied = self.state(partition).frontier
+        ready = set(self.cleanup.get(partition, ()))
+        self.touched.clear()
         released = await self.accept(partition, offset, envelope.arrivals, envelope.marks)
-        await self._bound_replay(partition, offset, len(released))
+        await self._bound_replay(partition, offset, len(released), applied, ready - self.touched)
         return [(replace(r.event, late=True) if r.late else r.event, r.position) for r in released]
 
     def replayed(self, partition: int, offset: int, created: float | None) -> bool:
@@ -325,24 +350,46 @@ class PartitionOrder:
             self.since[partition] = 0
         return True
 
-    async def _bound_replay(self, partition: int, offset: int, released: int) -> None:
+    async def _bound_replay(
+        self, partition: int, offset: int, released: int, applied: Key | None, ready: set[int]
+    ) -> None:
         """Write a replay marker before this message's events would pass the bound.
 
         Called after :meth:`accept`, before the engine applies what it released:
         the marker names the previous message, every effect of which is then
         confirmed by the broker; the marker's own write is confirmed too before
-        anything of this message is applied.
+        anything of this message is applied. With it go the clean-up of the
+        earlier releases and ``applied``, the frontier as of the previous message.
         """
         since = self.since.get(partition, 0)
         previous = self.last.get(partition)
         if since and previous is not None and since + released > self.replay_bound:
             await self._settled(partition)
+            await self._clean_up(partition, ready)
+            self.durable[partition] = applied
             self.through[partition] = (previous, self.wall().timestamp())
             self.since[partition] = since = 0  # the clock record says so too
             await self._write_clock(partition, self.state(partition))
             await self._settled(partition)
         self.since[partition] = since + released
         self.last[partition] = offset
+
+    async def checkpoint(self, partition: int) -> None:
+        """Every release so far is applied: once delivered, write its clean-up and frontier."""
+        await self._settled(partition)
+        await self._clean_up(partition)
+        self.durable[partition] = self.state(partition).frontier
+        await self._write_clock(partition, self.state(partition))
+
+    async def _clean_up(self, partition: int, ready: set[int] | None = None) -> None:
+        """Write the held records' clean-up (of ``ready`` origins, or all), after a settle."""
+        pending = self.cleanup.get(partition, {})
+        for origin in sorted(pending if ready is None else ready & pending.keys()):
+            value = pending.pop(origin)
+            if value is None:
+                await self.table.delete(held_key(partition, origin), partition)
+            else:
+                await self.table.put(held_key(partition, origin), value, partition)
 
     async def _settled(self, partition: int) -> None:
         if self.settle is not None and not await self.settle():
@@ -403,6 +450,8 @@ class PartitionOrder:
         the frontier passes those events would apply them (a short-lived gap;
         once the frontier is past them, recovery drops them).
         """
+        if self.cleanup.get(partition):  # older values of records rewritten below must not win
+            await self.checkpoint(partition)
         state = self.state(partition)
 
         def mine(event: Event) -> bool:
@@ -433,6 +482,8 @@ class PartitionOrder:
         self.since.clear()
         self.last.clear()
         self.replaying.clear()
+        self.cleanup.clear()  # the table keeps those events: held again, then duplicates
+        self.durable.clear()
 
     async def _persist(
         self,
@@ -447,32 +498,41 @@ class PartitionOrder:
         # This message's record holds what ``after`` still holds of it, counted afresh;
         # events it held and released in this same call (its own marks moved the clock)
         # must not count it down as well, or it is deleted while some are still held.
+        # A record's events leave it only once what released them is applied and
+        # delivered: the clean-up waits for the next marker (see the module's docstring).
+        cleanup = self.cleanup.setdefault(partition, {})
         fresh = held_from(after, offset, arrivals) if arrivals else []
         if fresh:
-            if remaining.get(offset) != len(fresh):
+            stored = remaining.get(offset)
+            if stored is None or len(fresh) > stored:  # new events held: stored before commit
                 remaining[offset] = len(fresh)
+                cleanup.pop(offset, None)
+                self.touched.add(offset)
                 await self.table.put(held_key(partition, offset), _encode_held(fresh), partition)
+            elif len(fresh) < stored:  # a redelivered message keeps fewer
+                remaining[offset] = len(fresh)
+                cleanup[offset] = _encode_held(fresh)
+                self.touched.add(offset)
         elif offset in remaining:  # a redelivered message whose held events all went now
             del remaining[offset]
-            await self.table.delete(held_key(partition, offset), partition)
+            cleanup[offset] = None
+            self.touched.add(offset)
         for r in released:
             if r.origin is None or r.origin == offset or r.origin not in remaining:
                 continue
             remaining[r.origin] -= 1
             if remaining[r.origin] <= 0:
                 del remaining[r.origin]
-                await self.table.delete(held_key(partition, r.origin), partition)
-        if (after.marks, after.clock, after.frontier) != (
-            before.marks,
-            before.clock,
-            before.frontier,
-        ):
+                cleanup[r.origin] = None
+                self.touched.add(r.origin)
+        if (after.marks, after.clock) != (before.marks, before.clock):
             await self._write_clock(partition, after)
 
     async def _write_clock(self, partition: int, state: Ordering) -> None:
         n = self.writes.get(partition, 0) + 1
         self.writes[partition] = n
-        value = _encode_clock(n, state, self.through.get(partition), self.since.get(partition, 0))
+        durable = Ordering(state.marks, state.clock, self.durable.get(partition), ())
+        value = _encode_clock(n, durable, self.through.get(partition), self.since.get(partition, 0))
         await self.table.put(clock_key(partition), value, partition)
 
     def _load(self, partition: int) -> Ordering:
@@ -489,6 +549,7 @@ class PartitionOrder:
             # events of a hot customer, then a replay from an old commit applied them all
             # again).
             self.since[partition] = since
+        self.durable[partition] = state.frontier
         prefix = b"held:%d:" % partition
         held: list[Held] = []
         for key, value in self.table.items():

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from processor.app.metrics import Metrics
 from processor.app.ordering import (
     HEARTBEAT,
@@ -59,7 +61,7 @@ def order(table: DictTable) -> PartitionOrder:
     )
 
 
-def test_held_events_are_stored_once_per_bundle_and_deleted_once_released() -> None:
+def test_held_events_are_stored_once_per_bundle_and_deleted_at_the_checkpoint_after() -> None:
     table = DictTable()
     shell = order(table)
     arrivals = [Arrival(ev(n, n), 0, n) for n in range(5)]
@@ -71,8 +73,10 @@ def test_held_events_are_stored_once_per_bundle_and_deleted_once_released() -> N
     assert held_key(2, 40) in table.data, "three of its events are still held"
     released = asyncio.run(shell.accept(2, 42, [], {SUPPORT: Mark(T0 + timedelta(hours=1))}))
     assert [r.event.event_id for r in released] == ["e2", "e3", "e4"]
+    assert held_key(2, 40) in table.data, "released, but not known to be applied yet"
+    asyncio.run(shell.checkpoint(2))  # the engine applied them, the broker confirmed
     assert held_key(2, 40) not in table.data
-    assert order_version(table.data[clock_key(2)]) == 3
+    assert order_version(table.data[clock_key(2)]) == 4
 
 
 def test_a_bundle_whose_own_marks_release_some_of_its_events_keeps_the_rest_stored() -> None:
@@ -86,10 +90,13 @@ def test_a_bundle_whose_own_marks_release_some_of_its_events_keeps_the_rest_stor
     released = asyncio.run(first.accept(2, 41, arrivals, {CLICKS: Mark(T0 + timedelta(hours=1))}))
     assert [r.event.event_id for r in released] == ["e0", "e1", "e2"]
     assert held_key(2, 41) in table.data, "e3 and e4 are still held: their record stays"
+    asyncio.run(first.checkpoint(2))  # e0-e2 applied and delivered
+    assert held_key(2, 41) in table.data, "e3 and e4 are still held: their record stays"
 
     restarted = order(table)  # a restart, or the next owner after a rebalance
     later = asyncio.run(restarted.accept(2, 42, [], {SUPPORT: Mark(T0 + timedelta(hours=1))}))
     assert [r.event.event_id for r in later] == ["e3", "e4"]
+    asyncio.run(restarted.checkpoint(2))
     assert held_key(2, 41) not in table.data
 
 
@@ -123,9 +130,11 @@ def test_a_bundle_partly_released_at_once_keeps_the_rest_stored() -> None:
     released = asyncio.run(shell.accept(2, 41, arrivals, marks))
     assert [r.event.event_id for r in released] == ["e0", "e1", "e2", "e3"]
     assert held_key(2, 41) in table.data, "one of its events is still held"
+    asyncio.run(shell.checkpoint(2))
     restarted = order(table)
     released = asyncio.run(restarted.accept(2, 42, [], {SUPPORT: Mark(T0 + timedelta(hours=1))}))
     assert [r.event.event_id for r in released] == ["e4"]
+    asyncio.run(restarted.checkpoint(2))
     assert held_key(2, 41) not in table.data
 
 
@@ -140,9 +149,12 @@ def test_a_redelivered_bundle_released_in_part_keeps_the_rest_stored() -> None:
     released = asyncio.run(shell.accept(2, 40, arrivals, support))
     assert [r.event.event_id for r in released] == ["e0", "e1", "e2", "e3"]
     assert held_key(2, 40) in table.data, "one of its events is still held"
+    asyncio.run(shell.checkpoint(2))  # its record is rewritten with what it still holds
+    assert len(orjson.loads(table.data[held_key(2, 40)])) == 1
     restarted = order(table)
     released = asyncio.run(restarted.accept(2, 43, [], {SUPPORT: Mark(T0 + timedelta(hours=1))}))
     assert [r.event.event_id for r in released] == ["e4"]
+    asyncio.run(restarted.checkpoint(2))
     assert held_key(2, 40) not in table.data
 
 
@@ -152,6 +164,7 @@ def test_a_restarted_shell_restores_what_is_held_and_nothing_already_applied() -
     arrivals = [Arrival(ev(n, n), 0, n) for n in range(5)]
     asyncio.run(first.accept(1, 7, arrivals, {CLICKS: Mark(T0 + timedelta(hours=1))}))
     asyncio.run(first.accept(1, 8, [], {SUPPORT: Mark(T0 + timedelta(minutes=2, seconds=30))}))
+    asyncio.run(first.checkpoint(1))  # e0-e2 applied and delivered
     # SIGKILL; a new process (or the partition's new owner) recovers the table.
     second = order(table)
     assert [h.event.event_id for h in second.state(1).held] == ["e3", "e4"]
@@ -161,7 +174,25 @@ def test_a_restarted_shell_restores_what_is_held_and_nothing_already_applied() -
     assert len(second.state(1).held) == 2
     released = asyncio.run(second.accept(1, 9, [], {SUPPORT: Mark(T0 + timedelta(hours=1))}))
     assert [r.event.event_id for r in released] == ["e3", "e4"]
+    asyncio.run(second.checkpoint(1))
     assert not [k for k in table.data if k.startswith(b"held:")]
+
+
+def test_a_crash_before_the_checkpoint_holds_the_released_events_again() -> None:
+    """Released events stay in the table until a checkpoint knows them applied and delivered:
+    a crash between their release and the delivery of their state loses none of them (the
+    engine recognises the ones it did apply as duplicates)."""
+    table = DictTable()
+    first = order(table)
+    arrivals = [Arrival(ev(n, n), 0, n) for n in range(5)]
+    asyncio.run(first.accept(1, 7, arrivals, {CLICKS: Mark(T0 + timedelta(hours=1))}))
+    released = asyncio.run(
+        first.accept(1, 8, [], {SUPPORT: Mark(T0 + timedelta(minutes=2, seconds=30))})
+    )
+    assert [r.event.event_id for r in released] == ["e0", "e1", "e2"]
+    # SIGKILL before the engine's writes for e0-e2 were confirmed.
+    second = order(table)
+    assert [h.event.event_id for h in second.state(1).held] == ["e0", "e1", "e2", "e3", "e4"]
 
 
 def test_late_events_come_out_flagged() -> None:

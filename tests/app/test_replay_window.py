@@ -224,3 +224,45 @@ async def test_the_count_toward_a_marker_survives_a_change_of_owner() -> None:
     for message in log:
         await apply(engine, message)
     assert hot(shell).applied_count == EVENTS
+
+
+SILENT = ("journey.support", 0)
+"""An input partition that has not reported yet: the hot customer's events stay held."""
+
+
+async def test_a_crash_between_a_release_and_its_state_writes_loses_no_event() -> None:
+    """Found by a code read (issue 8): the records of held events were deleted, and the clock
+    moved past them, before the engine applied what they released. Those writes go to the
+    event-order changelog, the engine's to others: a crash that delivered the first and not
+    the second lost the events. Here the event-order writes are all delivered, the state and
+    chunk writes of the releasing message are lost, and the message is read again (its offset
+    was not committed)."""
+    shell = make_shell(partitions=1)
+    config = OrderingConfig(timedelta(seconds=2), 20_000, timedelta(seconds=300))
+    clock = shell.router.clock
+
+    def order() -> PartitionOrder:
+        inputs = lambda: frozenset({*clock.seen, SILENT})  # noqa: E731
+        return PartitionOrder(shell.order, config, inputs, Metrics())
+
+    engine, _ = engine_on(shell, order())
+    offset = 0
+    for batch in hot_records()[:5]:
+        start = len(shell.bundles.records)
+        await shell.router.route(batch)
+        for record, _ in shell.bundles.records[start:]:
+            await apply(engine, (offset, record.value, time.time()))
+            offset += 1
+    assert shell.states.get(b"hot") is None, "all 200 events are held"
+    marks = {tp: Mark(datetime.now(UTC), True) for tp in {*clock.seen, SILENT}}
+    release_all: Logged = (offset, encode_ordered_bundle([], marks), time.time())
+    states, chunks = dict(shell.states.data), dict(shell.chunks.data)
+    await apply(engine, release_all)
+    assert hot(shell).applied_count == 5 * BATCH
+
+    # SIGKILL: what the event-order table wrote was delivered, the engine's writes were not.
+    shell.states.data = states
+    shell.chunks.data = chunks
+    engine, _ = engine_on(shell, order())
+    await apply(engine, release_all)
+    assert hot(shell).applied_count == 5 * BATCH
