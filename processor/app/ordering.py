@@ -127,8 +127,9 @@ MARKER_CLOCK_SLACK = 1.0
 Settle = Callable[[], Awaitable[bool]]
 """Waits for every delivery so far; False if one failed (failstop.Deliveries.settle)."""
 
-Marker = tuple[int, float]
-"""A replay marker: (offset of the last message whose effects are delivered, written at)."""
+Marker = tuple[int, float, int]
+"""A replay marker: (offset of the last message whose effects are delivered, written at, offset
+of the first): every message from the first to the last was processed, in order."""
 
 Wall = Callable[[], datetime]
 
@@ -293,8 +294,9 @@ class PartitionOrder:
     """Per partition: the replay marker (see the module's docstring)."""
     since: dict[int, int] = field(default_factory=dict)
     """Per partition: events released since the last replay marker was written."""
-    last: dict[int, int] = field(default_factory=dict)
-    """Per partition: the offset of the last message released (applied since, or failed)."""
+    run: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per partition: the first and last offset of the messages this owner processed in a row,
+    each after the one before (a seek back, or one skipped, starts a new run)."""
     replaying: set[int] = field(default_factory=set)
     """Partitions whose replay below the marker was logged since they were loaded."""
     cleanup: dict[int, dict[int, bytes | None]] = field(default_factory=dict)
@@ -334,7 +336,7 @@ class PartitionOrder:
         """Whether the message is at or below the replay marker: its effects are out already."""
         self.state(partition)  # loads the marker with the rest
         marker = self.through.get(partition)
-        if marker is None or created is None or offset > marker[0]:
+        if marker is None or created is None or not marker[2] <= offset <= marker[0]:
             return False
         if created > marker[1] + MARKER_CLOCK_SLACK:
             return False
@@ -348,7 +350,22 @@ class PartitionOrder:
                 marker[0],
             )
             self.since[partition] = 0
+        self.processed(partition, offset)  # its effects are out: part of the run
         return True
+
+    def processed(self, partition: int, offset: int) -> None:
+        """Note a message of the partition as processed (any kind, once its sends are out).
+
+        A marker only ever names a run of messages processed one after the other: a
+        message processed out of order (buffered before a seek back to the committed
+        offset, then the seek) must not let a marker vouch for the ones below it that
+        were not processed yet.
+        """
+        run = self.run.get(partition)
+        if run is not None and offset == run[1] + 1:
+            self.run[partition] = (run[0], offset)
+        elif run is None or not run[0] <= offset <= run[1]:
+            self.run[partition] = (offset, offset)
 
     async def _bound_replay(
         self, partition: int, offset: int, released: int, applied: Key | None, ready: set[int]
@@ -362,17 +379,21 @@ class PartitionOrder:
         earlier releases and ``applied``, the frontier as of the previous message.
         """
         since = self.since.get(partition, 0)
-        previous = self.last.get(partition)
-        if since and previous is not None and since + released > self.replay_bound:
+        run = self.run.get(partition)
+        if since and run is not None and since + released > self.replay_bound:
             await self._settled(partition)
             await self._clean_up(partition, ready)
             self.durable[partition] = applied
-            self.through[partition] = (previous, self.wall().timestamp())
+            low, high = run
+            old = self.through.get(partition)
+            if old is not None and old[2] <= low <= old[0] + 1:
+                low = old[2]  # the old marker's messages and this run: one unbroken range
+            self.through[partition] = (high, self.wall().timestamp(), low)
             self.since[partition] = since = 0  # the clock record says so too
             await self._write_clock(partition, self.state(partition))
             await self._settled(partition)
         self.since[partition] = since + released
-        self.last[partition] = offset
+        self.processed(partition, offset)
 
     async def checkpoint(self, partition: int) -> None:
         """Every release so far is applied: once delivered, write its clean-up and frontier."""
@@ -480,7 +501,7 @@ class PartitionOrder:
         self.remaining.clear()
         self.through.clear()
         self.since.clear()
-        self.last.clear()
+        self.run.clear()
         self.replaying.clear()
         self.cleanup.clear()  # the table keeps those events: held again, then duplicates
         self.durable.clear()
@@ -620,7 +641,7 @@ def _encode_clock(n: int, state: Ordering, through: Marker | None = None, since:
         "marks": [[t, p, m.watermark, m.idle] for (t, p), m in sorted(state.marks.items())],
     }
     if through is not None:  # a record without one reads as before (and by the last release)
-        doc["through"] = [through[0], through[1]]
+        doc["through"] = [through[0], through[1], through[2]]
     if since:  # events released since the marker (older records: none counted)
         doc["since"] = since
     return orjson.dumps(doc)
@@ -629,7 +650,11 @@ def _encode_clock(n: int, state: Ordering, through: Marker | None = None, since:
 def _decode_clock(raw: bytes) -> tuple[int, Ordering, Marker | None, int]:
     doc = orjson.loads(raw)
     through = doc.get("through")
-    marker: Marker | None = None if through is None else (int(through[0]), float(through[1]))
+    marker: Marker | None = (
+        None
+        if through is None  # a marker of before the runs vouched from offset 0
+        else (int(through[0]), float(through[1]), int(through[2]) if len(through) > 2 else 0)
+    )
     frontier = doc["frontier"]
     key: Key | None = (
         None

@@ -35,6 +35,7 @@ from processor.app.ordering import PartitionOrder, Pending, RouterClock
 from processor.app.store import CustomerStore, Settle, StateDeleted, StateTable, StateWritten
 from processor.app.timers import TimerIndex, clamp_tick
 from processor.contracts.bundle import (
+    Envelope,
     ForgetMessage,
     InputPosition,
     Tick,
@@ -280,21 +281,26 @@ class Engine:
             envelope = decode_envelope(raw)
         except Exception as exc:  # not a bundle we wrote: no input record is behind it
             await self._dead_letter(position, raw, exc)
+            self.ordering.processed(position.partition, position.offset)
             return
         if envelope.tick is not None:
             await self._apply_tick(envelope.tick, position)
-            return
-        if envelope.forget is not None:
+        elif envelope.forget is not None:
             await self._apply_forget(envelope.forget, position.partition)
-            return
-        if envelope.merge is not None:  # identity (processor/app/identity.py)
+        elif envelope.merge is not None:  # identity (processor/app/identity.py)
             archive = _Archive(self.chunks, envelope.merge.customer_id, position.partition)
             await self.identity.merge(envelope.merge, position.partition, archive)
-            return
-        if envelope.forward is not None:  # already ordered on the anonymous id's partition
+        elif envelope.forward is not None:  # already ordered on the anonymous id's partition
             forwarded = envelope.forward
             await self._apply_customer(forwarded.customer_id, forwarded.events, position)
+        else:
+            await self._apply_events(envelope, position)
             return
+        # Processed, its sends out: part of the run a replay marker may name (ordering.py).
+        self.ordering.processed(position.partition, position.offset)
+
+    async def _apply_events(self, envelope: Envelope, position: InputRecord) -> None:
+        """A bundle of events: released in event-time order, then applied per customer."""
         released = await self.ordering.release(
             envelope, position.partition, position.offset, position.timestamp
         )
