@@ -314,7 +314,7 @@ class PartitionOrder:
         each with its input position (None for a v1 bundle, which carries none).
 
         ``created`` is the message's create time (epoch seconds), if known: a replayed
-        message at or below the partition's replay marker applies nothing again.
+        message in the range of the partition's replay marker applies nothing again.
         A v1 bundle (from a worker before event-time ordering) is applied at once."""
         if not envelope.ordered:
             return [(a.event, None) for a in envelope.arrivals]
@@ -333,7 +333,7 @@ class PartitionOrder:
         return [(replace(r.event, late=True) if r.late else r.event, r.position) for r in released]
 
     def replayed(self, partition: int, offset: int, created: float | None) -> bool:
-        """Whether the message is at or below the replay marker: its effects are out already."""
+        """Whether the message is in the replay marker's range: its effects are out already."""
         self.state(partition)  # loads the marker with the rest
         marker = self.through.get(partition)
         if marker is None or created is None or not marker[2] <= offset <= marker[0]:
