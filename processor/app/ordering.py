@@ -50,14 +50,12 @@ chaos suite saw 25 s of ``s2-hot1``'s partition replayed after a pause and
 15 events applied twice. So the clock record also carries a *replay marker*,
 ``through``: the offset of the last message whose every effect (state and
 chunk writes, outputs, held records) the broker confirmed, and the wall-clock
-time it was written (with the offset of the first message of the run it names:
-see :meth:`PartitionOrder.processed`). Once a message's release took the events
-applied since the last marker past :data:`REPLAY_BOUND` and the engine applied
-them, it waits for every delivery so far, writes a new marker (with the held
-records' clean-up and the frontier) and waits for that too. A later owner, or
-this worker after a restart, skips the events of a replayed message in the
-marker's range: they were applied (or are held in the table) and their effects
-are out. What a replay applies again is then at most the events released since the
+time it was written. Before a message would take the events applied since the
+last marker past :data:`REPLAY_BOUND`, the engine waits for every delivery so
+far, writes a new marker and waits for that too. A later owner, or this worker
+after a restart, skips the events of a replayed message at or below the
+marker: they were applied (or are held in the table) and their effects are
+out. What a replay applies again is then at most the events released since the
 marker, which :data:`REPLAY_BOUND` (or one message's own release, far below the
 window at the default ``JOURNEY_BATCH_MAX``) keeps inside the window. The count
 of events released since the marker (``since``) is in the clock record too, so
@@ -304,6 +302,8 @@ class PartitionOrder:
     cleanup: dict[int, dict[int, bytes | None]] = field(default_factory=dict)
     """Per partition: held records emptied (None) or shrunk (their new value) by releases,
     written only with the next marker, once what those releases applied is delivered."""
+    touched: set[int] = field(default_factory=set)
+    """Origins whose clean-up the message being accepted noted (not ready before it applies)."""
     durable: dict[int, Key | None] = field(default_factory=dict)
     """Per partition: the frontier the clock record carries, as of the last marker."""
 
@@ -323,7 +323,13 @@ class PartitionOrder:
                 self.metrics.outcome(a.event.topic, a.partition, "duplicate")
             self.metrics.replay_skipped.inc(len(envelope.arrivals))
             return []
+        # Every earlier release is applied by now: its clean-up and frontier may be written
+        # with a marker; what this message changes, only once it is applied in turn.
+        applied = self.state(partition).frontier
+        ready = set(self.cleanup.get(partition, ()))
+        self.touched.clear()
         released = await self.accept(partition, offset, envelope.arrivals, envelope.marks)
+        await self._bound_replay(partition, offset, len(released), applied, ready - self.touched)
         return [(replace(r.event, late=True) if r.late else r.event, r.position) for r in released]
 
     def replayed(self, partition: int, offset: int, created: float | None) -> bool:
@@ -361,31 +367,33 @@ class PartitionOrder:
         elif run is None or not run[0] <= offset <= run[1]:
             self.run[partition] = (offset, offset)
 
-    async def applied(self, partition: int, offset: int, released: int) -> None:
-        """The engine applied what the message released, and its sends are out.
+    async def _bound_replay(
+        self, partition: int, offset: int, released: int, applied: Key | None, ready: set[int]
+    ) -> None:
+        """Write a replay marker before this message's events would pass the bound.
 
-        Past the bound, write a replay marker naming the run up to this message, with
-        the clean-up of every release so far and the frontier as it is now: first
-        wait until the broker confirmed every send, then write them, and wait again.
-        Right after the release that passed the bound, so that a recovery never holds
-        again more than the bound (or one message's own release) of applied events.
+        Called after :meth:`accept`, before the engine applies what it released:
+        the marker names the previous message, every effect of which is then
+        confirmed by the broker; the marker's own write is confirmed too before
+        anything of this message is applied. With it go the clean-up of the
+        earlier releases and ``applied``, the frontier as of the previous message.
         """
+        since = self.since.get(partition, 0)
+        run = self.run.get(partition)
+        if since and run is not None and since + released > self.replay_bound:
+            await self._settled(partition)
+            await self._clean_up(partition, ready)
+            self.durable[partition] = applied
+            low, high = run
+            old = self.through.get(partition)
+            if old is not None and old[2] <= low <= old[0] + 1:
+                low = old[2]  # the old marker's messages and this run: one unbroken range
+            self.through[partition] = (high, self.wall().timestamp(), low)
+            self.since[partition] = since = 0  # the clock record says so too
+            await self._write_clock(partition, self.state(partition))
+            await self._settled(partition)
+        self.since[partition] = since + released
         self.processed(partition, offset)
-        since = self.since.get(partition, 0) + released
-        self.since[partition] = since
-        if since <= self.replay_bound:
-            return
-        await self._settled(partition)
-        await self._clean_up(partition)
-        self.durable[partition] = self.state(partition).frontier
-        low, high = self.run[partition]
-        old = self.through.get(partition)
-        if old is not None and old[2] <= low <= old[0] + 1:
-            low = old[2]  # the old marker's messages and this run: one unbroken range
-        self.through[partition] = (high, self.wall().timestamp(), low)
-        self.since[partition] = 0  # the clock record says so too
-        await self._write_clock(partition, self.state(partition))
-        await self._settled(partition)
 
     async def checkpoint(self, partition: int) -> None:
         """Every release so far is applied: once delivered, write its clean-up and frontier."""
@@ -394,9 +402,11 @@ class PartitionOrder:
         self.durable[partition] = self.state(partition).frontier
         await self._write_clock(partition, self.state(partition))
 
-    async def _clean_up(self, partition: int) -> None:
-        """Write the held records' clean-up noted since the last marker (after a settle)."""
-        for origin, value in sorted(self.cleanup.pop(partition, {}).items()):
+    async def _clean_up(self, partition: int, ready: set[int] | None = None) -> None:
+        """Write the held records' clean-up (of ``ready`` origins, or all), after a settle."""
+        pending = self.cleanup.get(partition, {})
+        for origin in sorted(pending if ready is None else ready & pending.keys()):
+            value = pending.pop(origin)
             if value is None:
                 await self.table.delete(held_key(partition, origin), partition)
             else:
@@ -518,13 +528,16 @@ class PartitionOrder:
             if stored is None or len(fresh) > stored:  # new events held: stored before commit
                 remaining[offset] = len(fresh)
                 cleanup.pop(offset, None)
+                self.touched.add(offset)
                 await self.table.put(held_key(partition, offset), _encode_held(fresh), partition)
             elif len(fresh) < stored:  # a redelivered message keeps fewer
                 remaining[offset] = len(fresh)
                 cleanup[offset] = _encode_held(fresh)
+                self.touched.add(offset)
         elif offset in remaining:  # a redelivered message whose held events all went now
             del remaining[offset]
             cleanup[offset] = None
+            self.touched.add(offset)
         for r in released:
             if r.origin is None or r.origin == offset or r.origin not in remaining:
                 continue
@@ -532,6 +545,7 @@ class PartitionOrder:
             if remaining[r.origin] <= 0:
                 del remaining[r.origin]
                 cleanup[r.origin] = None
+                self.touched.add(r.origin)
         if (after.marks, after.clock) != (before.marks, before.clock):
             await self._write_clock(partition, after)
 

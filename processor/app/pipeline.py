@@ -319,8 +319,6 @@ class Engine:
                 )
             else:
                 await self._apply_customer(customer_id, customer_events, position)
-        # Applied, its sends out: the ordering may write a replay marker (ordering.py).
-        await self.ordering.applied(position.partition, position.offset, len(released))
 
     def _flush_tally(self) -> None:
         """Add the bundle's event and record counts to their counters, once per label set.

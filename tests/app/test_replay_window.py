@@ -194,7 +194,7 @@ async def test_a_failed_delivery_writes_no_marker() -> None:
             for record, _ in shell.bundles.records[start:]:
                 await apply(engine, (offset, record.value, time.time()))
                 offset += 1
-    assert offset == 0  # the first message's release passed the bound: no marker confirmed
+    assert offset > 0  # it failed on a later message, the first one that needed a marker
     assert all(b"through" not in value for _, value in table.items())
 
 
