@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+from faust.types import TP
 
 from processor import __version__
 from processor.api import access_middleware, register_routes
@@ -241,8 +242,20 @@ def create_app(
         commit_interval=float(app.conf.broker_commit_interval),
     )
     consumers = Consumers(lambda: app.consumer, intake, settings.source_topics)
+
+    def committed_offset(partition: int) -> int | None:
+        """The internal partition's committed offset: every message below it was processed."""
+        offsets = getattr(app.consumer, "_committed_offset", {})
+        value = offsets.get(TP(settings.events_topic, partition))
+        return None if value is None else int(value)
+
     ordering = PartitionOrder(
-        order, config, input_partitions(app, settings, intake), metrics, settle=deliveries.settle
+        order,
+        config,
+        input_partitions(app, settings, intake),
+        metrics,
+        settle=deliveries.settle,
+        committed=committed_offset,
     )
 
     def sender(topic: Any) -> Any:

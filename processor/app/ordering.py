@@ -286,6 +286,8 @@ class PartitionOrder:
     settle: Settle | None = None
     """Waits for the broker to confirm every send so far; None: writes are delivered at once."""
     replay_bound: int = REPLAY_BOUND
+    committed: Callable[[int], int | None] | None = None
+    """The partition's committed offset (Faust's consumer); None: not known."""
     states: dict[int, Ordering] = field(default_factory=dict)
     remaining: dict[int, Counter[int]] = field(default_factory=dict)
     """Per partition: events still held per stored message (its offset)."""
@@ -386,7 +388,10 @@ class PartitionOrder:
             self.durable[partition] = applied
             low, high = run
             old = self.through.get(partition)
-            if old is not None and old[2] <= low <= old[0] + 1:
+            start = self.committed(partition) if self.committed is not None else None
+            if start is not None and low <= start:
+                low = 0  # below the commit everything was processed: the range reaches down
+            elif old is not None and old[2] <= low <= old[0] + 1:
                 low = old[2]  # the old marker's messages and this run: one unbroken range
             self.through[partition] = (high, self.wall().timestamp(), low)
             self.since[partition] = since = 0  # the clock record says so too

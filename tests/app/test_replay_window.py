@@ -281,3 +281,40 @@ async def test_a_crash_between_a_release_and_its_state_writes_loses_no_event() -
     engine, _ = engine_on(shell, order())
     await apply(engine, release_all)
     assert hot(shell).applied_count == 5 * BATCH
+
+
+async def test_a_marker_reaches_down_to_the_commit_its_session_started_from() -> None:
+    """Seed 2 (an experiment): each session started at the committed offset, so each marker's
+    range began there and did not join the one before; then the commit was gone (the embedded
+    broker's groups can lose it) and a replay from offset 0 applied the records under every
+    range again. Everything below a commit was processed: the range reaches down to 0."""
+    shell = make_shell(partitions=1)
+    log: list[Logged] = []
+    commit: list[int | None] = [None]
+
+    def new_owner() -> PartitionOrder:
+        config = OrderingConfig(timedelta(seconds=2), 20_000, timedelta(seconds=300))
+        clock = shell.router.clock
+        return PartitionOrder(
+            shell.order, config, lambda: frozenset(clock.seen), Metrics(),
+            committed=lambda partition: commit[0],
+        )  # fmt: skip
+
+    for n, batch in enumerate(hot_records()):
+        if n % 7 == 0:  # a rebalance: the owner before committed everything it processed
+            commit[0] = len(log) or None
+            engine, _ = engine_on(shell, new_owner())
+        start = len(shell.bundles.records)
+        await shell.router.route(batch)
+        for record, _ in shell.bundles.records[start:]:
+            log.append((len(log), record.value, time.time()))
+            await apply(engine, log[-1])
+    log.append((len(log), idle_marks(shell), time.time()))
+    await apply(engine, log[-1])
+    assert hot(shell).applied_count == EVENTS
+
+    commit[0] = None  # the commit is lost: the next owner reads the partition from 0
+    engine, _ = engine_on(shell, new_owner())
+    for message in log:
+        await apply(engine, message)
+    assert hot(shell).applied_count == EVENTS
