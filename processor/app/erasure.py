@@ -3,7 +3,7 @@
 An erasure request names a customer; like an event it is re-partitioned by
 customer_id through the internal topic, so it reaches the partition that owns
 the customer in order with the bundles routed before and after it (the engine
-side is :meth:`processor.app.pipeline.Engine.apply_forget`). Input keys are not
+side is :meth:`processor.app.pipeline.Applier.apply_forget`). Input keys are not
 trusted. A request that does not decode is dead-lettered with its reason and
 counted, like a bad event; every request record ends in exactly one counted
 outcome (``dead_lettered`` here, or ``applied`` once its partition forgot the

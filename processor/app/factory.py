@@ -53,7 +53,7 @@ from processor.app.ordering import (
     order_version,
     ordering_config,
 )
-from processor.app.pipeline import Engine, InputRecord, Router
+from processor.app.pipeline import Applier, InputRecord, Router
 from processor.app.preflight import BrokerFacts, consistency_check
 from processor.app.redelivery import (
     deliver_every_record,
@@ -81,7 +81,7 @@ class JourneyApp:
     model: JourneyModel
     faust: faust.App
     router: Router
-    engine: Engine
+    applier: Applier
     metrics: Metrics
     states: Any
     chunks: Any
@@ -302,7 +302,7 @@ def create_app(
         deliveries=deliveries,
         consumers=consumers,
     )
-    engine = Engine(
+    applier = Applier(
         model=model,
         states=states,
         chunks=chunks,
@@ -398,7 +398,7 @@ def create_app(
                 continue  # its tables are not recovered yet: it comes again after the seek
             with finished.guard((event.message,)):
                 try:
-                    await engine.apply_bundle(event.value, _position(event.message, None))
+                    await applier.apply_bundle(event.value, _position(event.message, None))
                 except Exception as exc:
                     failstop.fail(f"the engine failed: {exc!r}", exc)
                     await failstop.halt()
@@ -436,7 +436,7 @@ def create_app(
         model,
         app,
         router,
-        engine,
+        applier,
         metrics,
         states,
         chunks,

@@ -2,7 +2,7 @@
 
 The pure decisions are :mod:`processor.engine.identity`'s (``link``, ``merge``,
 ``resolve``); this module carries them out against the store and the internal
-topic, for :class:`processor.app.pipeline.Engine`. The route (see the README,
+topic, for :class:`processor.app.pipeline.Applier`. The route (see the README,
 "Identity"):
 
 1. The router sends an identify event to the **anonymous id's** partition
@@ -50,7 +50,7 @@ from processor.contracts.identity import Alias, encode_identity_merged
 from processor.contracts.outputs import Record
 from processor.contracts.state import chunk_key
 from processor.engine import ChunkSealed, CustomerState, Event, JourneyModel, Step, TriggerRef
-from processor.engine.core import replay
+from processor.engine.core import reemit
 from processor.engine.erasure import ForgetRequest
 from processor.engine.identity import is_anonymous, is_identify, link, merge, resolve, unlink
 
@@ -199,7 +199,7 @@ class IdentityShell:
         via = message.identify
         outcome: str
         if before is not None and archive.holds(before, via.event_id):
-            step = replay(before, via.event_id)
+            step = reemit(before, via.event_id)
             after, outcome = step.state, "duplicate"
             await self.send_outputs(step)
         else:

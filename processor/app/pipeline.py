@@ -6,7 +6,7 @@ Two steps, each a Faust agent with concurrency 1:
   decoded, and re-partitions valid events by customer_id into bundles (one
   record per target partition per batch) on the internal events topic. Input
   keys are not trusted: a null or wrong key still reaches its customer.
-* :class:`Engine` applies one bundle at a time: each customer's state is read
+* :class:`Applier` applies one bundle at a time: each customer's state is read
   once, every event of the bundle applied in order, and the state written once,
   so the changelog sees one record per customer per bundle, not per event.
 
@@ -66,7 +66,7 @@ from processor.engine import (
     StageChange,
     Step,
     apply,
-    replay,
+    reemit,
 )
 from processor.engine.core import fire_due
 from processor.engine.erasure import forget
@@ -188,7 +188,7 @@ class Router:
         self.metrics.outcome(record.topic, record.partition, "dead_lettered")
 
 
-class Engine:
+class Applier:
     """Apply bundles of events to customer state held in two Faust tables."""
 
     def __init__(
@@ -347,7 +347,7 @@ class Engine:
             started = time.perf_counter()
             try:
                 if state is not None and archive.holds(state, event.event_id):
-                    step = replay(state, event.event_id)
+                    step = reemit(state, event.event_id)
                 else:
                     step = apply(state, event, self.model)
             except Exception as exc:  # the engine cannot take this event: nothing was sent

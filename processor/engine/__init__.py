@@ -17,7 +17,7 @@ from processor.engine.core import (
     SupportContact,
     TriggerRef,
     apply,
-    replay,
+    reemit,
     stage_change_id,
 )
 from processor.engine.model import (
@@ -57,6 +57,6 @@ __all__ = [
     "load_model",
     "parse_duration",
     "parse_model",
-    "replay",
+    "reemit",
     "stage_change_id",
 ]

@@ -235,7 +235,7 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
 
     ``state`` must belong to ``event.customer_id`` (or be None for an unknown
     customer). Duplicates are recognised within the open dedupe chunk held in the
-    state; the shell checks the sealed chunks and calls :func:`replay` for those.
+    state; the shell checks the sealed chunks and calls :func:`reemit` for those.
 
     Most events are evidence of the customer's stage or an earlier one and move
     nothing but the dedupe window and the counters: they take :func:`_apply_still`,
@@ -249,7 +249,7 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
         return _apply_general(None, event, evidence, model)
     event_id = event.event_id
     if event_id in state.recent_event_ids:
-        return replay(state, event_id)
+        return reemit(state, event_id)
     target = evidence.stage if type(evidence) is FixedEvidence else _target(state, event, evidence)
     if _moves(state, event, target, evidence, model):
         return _apply_general(state, event, evidence, model)
@@ -383,7 +383,7 @@ def _apply_general(
     return _remember(moved, event, (*changes, *fired))
 
 
-def replay(state: CustomerState, event_id: str) -> Step:
+def reemit(state: CustomerState, event_id: str) -> Step:
     """A duplicate: change nothing, and re-emit the stage changes and triggers it caused."""
     changes = tuple(c for c in state.recent_changes if c.caused_by == event_id)
     fired = tuple(t for t in state.triggers.recent if t.caused_by == event_id)

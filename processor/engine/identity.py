@@ -71,7 +71,7 @@ from processor.engine.core import (
     StageChange,
     SupportContact,
     TriggerRef,
-    replay,
+    reemit,
 )
 from processor.engine.model import JourneyModel, Stage
 from processor.engine.triggers import Fired, Timer, TriggerState
@@ -134,7 +134,7 @@ def merge(
     if a is not None and via.event_id in a.recent_event_ids:
         # Before looking at b: a replayed identify may find the anonymous state gone
         # (tombstoned after the first merge message was delivered) and send None.
-        step = replay(a, via.event_id)
+        step = reemit(a, via.event_id)
         again = tuple(o for o in step.outputs if isinstance(o, StageChange))
         return Merged(a, again, (), nothing, "duplicate")
     if b is None:

@@ -1,4 +1,4 @@
-"""The shell without Faust: Router and Engine wired to dict tables and list sinks.
+"""The shell without Faust: Router and Applier wired to dict tables and list sinks.
 
 The router's bundles go straight to the engine, partition by partition, as the
 internal topic would carry them; every record either sends is kept, so a test
@@ -17,7 +17,7 @@ from processor.app.erasure import ErasureRouter
 from processor.app.funnel import StageCounts
 from processor.app.metrics import Metrics
 from processor.app.ordering import PartitionOrder, RouterClock
-from processor.app.pipeline import Engine, InputRecord, Router
+from processor.app.pipeline import Applier, InputRecord, Router
 from processor.app.timers import TimerIndex
 from processor.contracts.bundle import encode_ordered_bundle
 from processor.contracts.limits import Limits
@@ -68,7 +68,7 @@ class Sink:
 class Shell:
     model: JourneyModel
     router: Router
-    engine: Engine
+    applier: Applier
     metrics: Metrics
     states: DictTable
     chunks: DictTable
@@ -125,7 +125,7 @@ class Shell:
     async def _apply(self, value: bytes, partition: int) -> None:
         position = InputRecord("events", partition, self.offsets[partition], None, None)
         self.offsets[partition] += 1
-        await self.engine.apply_bundle(value, position)
+        await self.applier.apply_bundle(value, position)
         self.applied_bundles += 1
 
     @property
@@ -166,7 +166,7 @@ def make_shell(
         clock=clock,
         limits=limits,
     )
-    engine = Engine(
+    applier = Applier(
         model=model,
         states=states,
         chunks=chunks,
@@ -195,7 +195,7 @@ def make_shell(
     return Shell(
         model,
         router,
-        engine,
+        applier,
         metrics,
         states,
         chunks,

@@ -227,12 +227,12 @@ async def test_the_state_stays_until_the_chunk_tombstones_are_delivered() -> Non
     async def refused() -> bool:
         return False
 
-    shell.engine.settle = refused
+    shell.applier.settle = refused
     with pytest.raises(RuntimeError, match="not tombstoned"):
         await shell.forget([request("hot")])
     assert b"hot" in shell.states.data and shell.erasures.records == []
 
-    shell.engine.settle = None  # the worker restarted; the request is read again
+    shell.applier.settle = None  # the worker restarted; the request is read again
     await shell.forget([request("hot")])
     assert holds_anywhere(shell, "hot") == []
     assert len(shell.erasures.records) == 1
@@ -245,11 +245,11 @@ async def test_no_confirmation_before_every_tombstone_is_delivered() -> None:
     async def refused() -> bool:
         return False
 
-    shell.engine.settle = refused
+    shell.applier.settle = refused
     with pytest.raises(RuntimeError, match="not delivered"):
         await shell.forget([request("alice")])
     assert shell.erasures.records == []
-    shell.engine.settle = None
+    shell.applier.settle = None
     await shell.forget([request("alice")])  # read again after the restart
     [(confirmation, _)] = shell.erasures.records
     assert orjson.loads(confirmation.value)["customer_id"] == "alice"

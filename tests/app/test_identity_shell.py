@@ -128,7 +128,7 @@ async def test_identify_links_on_the_anonymous_partition_and_merges_on_the_custo
     # alice is the anonymous journey now, with its timers, on her partition.
     alice = decode_state(shell.states.data[b"alice"])
     assert (alice.stage, alice.applied_count) == ("evaluation", 4)
-    assert shell.engine.store.aliases_of("alice") == ("anon-1",)  # on alice's partition
+    assert shell.applier.store.aliases_of("alice") == ("anon-1",)  # on alice's partition
     assert {t.rule for t in alice.triggers.timers} == {"cart_abandoned", "stalled_in_evaluation"}
     assert timers.pending_total() == 2 and sum(timers.pending[1].values()) == 2
     # One merged stage change, from nothing, with the header; valid stage-change.v2.
@@ -245,7 +245,7 @@ async def test_anonymous_and_customer_on_the_same_partition() -> None:
     await shell.feed([anonymous("anon-3", "x2", "order_completed", "10:20", 2)])
     alice = decode_state(shell.states.data[b"alice"])
     assert (alice.stage, alice.applied_count) == ("purchase", 3)
-    assert shell.engine.store.aliases_of("alice") == ("anon-3",)
+    assert shell.applier.store.aliases_of("alice") == ("anon-3",)
     assert b"anon-3" not in shell.states.data
     counted_once(shell)
 
@@ -321,7 +321,7 @@ def held_anywhere(shell: Shell, some_id: str) -> list[str]:
 async def test_forgetting_a_linked_anonymous_id_leaves_it_nowhere_and_alice_as_she_was() -> None:
     shell = make_shell()
     erased: list[tuple[int, str]] = []
-    shell.engine.on_erased = lambda partition, some_id: erased.append((partition, some_id))
+    shell.applier.on_erased = lambda partition, some_id: erased.append((partition, some_id))
     await browse_identify_buy(shell)
     alice = decode_state(shell.states.data[b"alice"])
     assert held_anywhere(shell, "anon-1")  # the alias, alice's list, her merged change
@@ -377,11 +377,11 @@ async def test_forgetting_one_of_two_linked_anonymous_ids_keeps_the_other() -> N
     await browse_identify_buy(shell)
     await shell.feed([anonymous("anon-2", "c1", "page_view", "11:00", 5)])
     await shell.feed([identify("alice", "anon-2", "login-2", "11:05", 6)])
-    assert shell.engine.store.aliases_of("alice") == ("anon-1", "anon-2")
+    assert shell.applier.store.aliases_of("alice") == ("anon-1", "anon-2")
 
     await shell.forget([request("anon-1", "r2", offset=0)])
 
-    assert shell.engine.store.aliases_of("alice") == ("anon-2",)
+    assert shell.applier.store.aliases_of("alice") == ("anon-2",)
     assert held_anywhere(shell, "anon-1") == []
     assert decode_alias(shell.aliases.data[b"anon-2"]).customer_id == "alice"
     await shell.forget([request("alice", "r3", offset=1)])  # her forget still finds anon-2
@@ -395,7 +395,7 @@ async def test_an_undelivered_unlink_stops_before_the_alias_goes() -> None:
     async def failed() -> bool:
         return False
 
-    shell.engine.identity.settle = failed
+    shell.applier.identity.settle = failed
     with pytest.raises(RuntimeError, match="unlink of 'anon-1' was not delivered"):
         await shell.forget([request("anon-1", "r2", offset=0)])
     assert b"anon-1" in shell.aliases.data and shell.erasures.records == []
@@ -417,14 +417,14 @@ async def test_a_failed_merge_send_stops_before_the_anonymous_state_goes() -> No
             raise ConnectionError("broker gone")
         await shell.bundles(record, partition)
 
-    shell.engine.identity.send_internal = broken
+    shell.applier.identity.send_internal = broken
     with pytest.raises(ConnectionError):
         await shell.feed([LOGIN])
     assert b"anon-1" in shell.states.data  # not tombstoned: the replay finds it
     assert shell.identities.records == []
     assert b"anon-1" in shell.aliases.data  # written first: the replay redoes everything
 
-    shell.engine.identity.send_internal = shell.bundles  # restarted: the identify again
+    shell.applier.identity.send_internal = shell.bundles  # restarted: the identify again
     shell.cursor = len(shell.bundles.records)
     await shell.feed([LOGIN])
     assert decode_state(shell.states.data[b"alice"]).applied_count == 4
@@ -438,7 +438,7 @@ async def test_an_undelivered_merge_stops_before_the_anonymous_state_goes() -> N
     async def failed() -> bool:
         return False
 
-    shell.engine.identity.settle = failed
+    shell.applier.identity.settle = failed
     with pytest.raises(RuntimeError, match="not delivered"):
         await shell.feed([LOGIN])
     assert b"anon-1" in shell.states.data and shell.identities.records == []
@@ -461,7 +461,7 @@ async def test_an_identify_with_nothing_to_merge_still_leaves_the_alias_findable
     await shell.feed([identify("alice", "anon-1", "login-1", "10:00", 0)])
     await shell.feed([anonymous("anon-1", "a1", "add_to_cart", "10:05", 1)])
     alice = decode_state(shell.states.data[b"alice"])
-    assert alice.stage == "evaluation" and shell.engine.store.aliases_of("alice") == ("anon-1",)
+    assert alice.stage == "evaluation" and shell.applier.store.aliases_of("alice") == ("anon-1",)
     await shell.forget([request("alice", "r1", offset=0)])
     assert holds_anywhere(shell, "alice") == [] and shell.aliases.data == {}
 
@@ -472,7 +472,7 @@ async def test_an_identify_with_no_anonymous_history_for_a_known_customer_record
     shell = make_shell()
     await shell.feed([event("alice", "b0", "page_view", "09:00", offset=0)])
     await shell.feed([identify("alice", "anon-1", "login-1", "10:00", 1)])
-    assert shell.engine.store.aliases_of("alice") == ("anon-1",)
+    assert shell.applier.store.aliases_of("alice") == ("anon-1",)
     counted_once(shell)
 
 
@@ -600,6 +600,6 @@ async def test_in_any_arrival_order_the_customer_ends_as_the_union_of_both_journ
         expected.last_event_at,
     )
     assert b"anon-1" not in shell.states.data
-    assert shell.engine.store.aliases_of("alice") == ("anon-1",)
+    assert shell.applier.store.aliases_of("alice") == ("anon-1",)
     assert sum(shell.counts.totals().values()) == 1
     counted_once(shell)

@@ -22,7 +22,7 @@ import pytest
 
 from processor.app.metrics import Metrics
 from processor.app.ordering import REPLAY_BOUND, PartitionOrder, clock_key
-from processor.app.pipeline import Engine, InputRecord
+from processor.app.pipeline import Applier, InputRecord
 from processor.app.timers import TimerIndex
 from processor.contracts.bundle import encode_ordered_bundle
 from processor.contracts.state import decode_state
@@ -57,10 +57,10 @@ def hot_records() -> list[list[InputRecord]]:
     return batches
 
 
-def engine_on(shell: Shell, order: PartitionOrder) -> tuple[Engine, Sink]:
+def engine_on(shell: Shell, order: PartitionOrder) -> tuple[Applier, Sink]:
     """A fresh engine (a restarted or new owner) on the shell's tables, as recovered."""
     changes = Sink()
-    engine = Engine(
+    engine = Applier(
         model=shell.model,
         states=shell.states,
         chunks=shell.chunks,
@@ -83,7 +83,7 @@ def ordering(shell: Shell, bound: int) -> PartitionOrder:
     )
 
 
-async def apply(engine: Engine, message: Logged) -> None:
+async def apply(engine: Applier, message: Logged) -> None:
     offset, value, created = message
     await engine.apply_bundle(value, InputRecord("events", 0, offset, None, None, created))
 

@@ -48,14 +48,14 @@ async def test_the_engine_fires_nothing_early_for_a_forged_tick() -> None:
         return [orjson.loads(value)["trigger"] for value in records]
 
     guarded = make_shell(timers=TimerIndex(max_clock_skew=300.0))
-    await guarded.engine.apply_bundle(encode_bundle([checkout]), at)
-    await guarded.engine.apply_bundle(forged, at)
+    await guarded.applier.apply_bundle(encode_bundle([checkout]), at)
+    await guarded.applier.apply_bundle(forged, at)
     # entering evaluation; no absence timer fired
     assert fired([r.value for r, _ in guarded.triggers.records]) == ["sales_assist"]
     # Without the clamp (an unbounded skew) the same tick fires the timer: the test can fail.
     unguarded = make_shell(timers=TimerIndex(max_clock_skew=float(10**10)))
-    await unguarded.engine.apply_bundle(encode_bundle([checkout]), at)
-    await unguarded.engine.apply_bundle(forged, at)
+    await unguarded.applier.apply_bundle(encode_bundle([checkout]), at)
+    await unguarded.applier.apply_bundle(forged, at)
     assert "cart_abandoned" in fired([r.value for r, _ in unguarded.triggers.records])
 
 

@@ -17,7 +17,7 @@ from processor.contracts.inputs import Rejection
 from processor.contracts.limits import Limits, decode_record
 from processor.contracts.outputs import encode_dead_letter, encode_stage_change, encode_trigger
 from processor.contracts.state import decode_state, encode_state
-from processor.engine import CustomerState, Event, StageChange, apply, load_model, replay
+from processor.engine import CustomerState, Event, StageChange, apply, load_model, reemit
 from processor.engine.triggers import TriggerFired
 from processor.settings import Settings
 from tests.chaos.checker import Observed, Produced, check
@@ -74,7 +74,7 @@ def history() -> tuple[list[Produced], Observed]:
             bundles.append(_out("ev", None, encode_bundle([decoded]), [], len(bundles)))
         state = states.get(decoded.customer_id)
         if state is not None and (decoded.customer_id, decoded.event_id) in applied:
-            step = replay(state, decoded.event_id)  # what the sealed dedupe chunks give
+            step = reemit(state, decoded.event_id)  # what the sealed dedupe chunks give
         else:
             step = apply(state, decoded, MODEL)
             applied.add((decoded.customer_id, decoded.event_id))

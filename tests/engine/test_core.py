@@ -27,7 +27,7 @@ from processor.engine import (
     apply,
     load_model,
     parse_model,
-    replay,
+    reemit,
     stage_change_id,
 )
 from processor.engine.core import STAGE_CHANGE_NAMESPACE
@@ -666,9 +666,9 @@ def test_replay_directly():
     view, cart = ev("page_view", 0), ev("add_to_cart", 1)
     state, steps = run([view, ev("product_view", at(0, hours=1)), cart])
 
-    assert replay(state, view.event_id) == Step(state, steps[0].outputs, "duplicate")
-    assert replay(state, cart.event_id) == Step(state, steps[2].outputs, "duplicate")
-    assert replay(state, "never-seen") == Step(state, (), "duplicate")
+    assert reemit(state, view.event_id) == Step(state, steps[0].outputs, "duplicate")
+    assert reemit(state, cart.event_id) == Step(state, steps[2].outputs, "duplicate")
+    assert reemit(state, "never-seen") == Step(state, (), "duplicate")
 
 
 def test_replay_of_an_event_from_a_sealed_chunk_re_emits_its_changes():
@@ -680,7 +680,7 @@ def test_replay_of_an_event_from_a_sealed_chunk_re_emits_its_changes():
     assert view.event_id not in state.recent_event_ids
 
     # The engine no longer sees the id; the shell finds it in the sealed chunk and replays.
-    assert replay(state, view.event_id) == Step(state, steps[0].outputs, "duplicate")
+    assert reemit(state, view.event_id) == Step(state, steps[0].outputs, "duplicate")
 
 
 # --------------------------------------------------------------------------- dedupe chunks

@@ -31,7 +31,7 @@ from processor.engine import (
     apply,
     load_model,
     parse_model,
-    replay,
+    reemit,
     stage_change_id,
 )
 from processor.engine.core import MergedStageChange, fire_due
@@ -76,7 +76,7 @@ class Party:
         event = msgspec.structs.replace(event, customer_id=self.customer_id)
         known = self.model.evidence_for(event.source, event.type) is not None
         if known and self.state is not None and self.remembers(event.event_id):
-            step = replay(self.state, event.event_id)
+            step = reemit(self.state, event.event_id)
         else:
             step = apply(self.state, event, self.model)
         self._store(o for o in step.outputs if isinstance(o, ChunkSealed))
@@ -98,7 +98,7 @@ class Party:
         """Merge ``other`` (the anonymous id) into this party, as the shell would."""
         ref = TriggerRef(via, "journey.clickstream", "identify")
         if self.state is not None and any(via in ids for ids in self.sealed.values()):
-            step = replay(self.state, via)
+            step = reemit(self.state, via)
             changes = tuple(o for o in step.outputs if isinstance(o, StageChange))
             return Merged(self.state, changes, (), range(0), "duplicate")
         merged = merge(

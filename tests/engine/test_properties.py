@@ -22,7 +22,7 @@ from processor.engine import (
     Step,
     apply,
     load_model,
-    replay,
+    reemit,
     stage_change_id,
 )
 
@@ -144,7 +144,7 @@ class Shell:
             and self.state is not None
             and any(event.event_id in ids for ids in self.sealed.values())
         ):
-            step = replay(self.state, event.event_id)
+            step = reemit(self.state, event.event_id)
         else:
             step = apply(self.state, event, MODEL)
         for out in step.outputs:

@@ -26,7 +26,7 @@ from processor.engine import (
     apply,
     load_model,
     parse_model,
-    replay,
+    reemit,
 )
 from processor.engine.core import (
     _apply_general,
@@ -625,7 +625,7 @@ def test_replaying_an_event_re_emits_the_identical_trigger():
     assert step.state is not None
 
     again = apply(step.state, complaint, MODEL)
-    replayed = replay(step.state, complaint.event_id)
+    replayed = reemit(step.state, complaint.event_id)
 
     for dup in (again, replayed):
         assert dup.outcome == "duplicate"
@@ -639,7 +639,7 @@ def test_replay_re_emits_stage_changes_and_triggers_together():
     state, steps = run([ev("add_to_cart", at(0)), order])
     assert state is not None
 
-    dup = replay(state, order.event_id)
+    dup = reemit(state, order.event_id)
 
     assert dup.outputs == steps[1].outputs
     assert [t.trigger for t in fired(dup.outputs)] == ["purchase_completed"]
