@@ -60,12 +60,11 @@ from bench.harness.logs import log_summary
 from bench.harness.offsets import Offsets
 from bench.harness.population import create_topics
 from bench.harness.processes import (
-    Child,
+    indented_tail,
     interrupt_on_sigterm,
-    spawn,
+    spawn_worker,
     stop_children,
     stop_one,
-    worker_env,
 )
 from bench.harness.watch import Sample, watch_group, worker_ready
 from processor.app.pipeline import partition_for
@@ -74,6 +73,7 @@ from processor.broker import EmbeddedBroker, free_port
 from processor.contracts.inputs import decode_event
 from processor.contracts.state import encode_state
 from processor.engine import CustomerState, Event, apply, load_model
+from processor.processes import Child
 from processor.settings import Secret, Settings
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -300,10 +300,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> i
             flush=True,
         )
 
-    argv = [sys.executable, "-m", "processor", "worker"]
     log = work / "memory-worker.log"
     launched = time.time()
-    worker = spawn("memory worker", argv, worker_env(settings), log)
+    worker = spawn_worker("memory worker", settings, log)
     shown = [launched]
 
     def progress(sample: Sample) -> None:
@@ -335,7 +334,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> i
             )
             if seen.done is None or seen.start is None:
                 print(f"load did not finish: {seen.progress}; log {log}")
-                print(worker.log_tail())
+                print(indented_tail(worker))
                 return 1
             load_s = seen.done - seen.start
             how = (
@@ -346,7 +345,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> i
             recovered = await until_ready(worker, settings.web_port, args.timeout)
             if recovered is None:
                 print(f"recovery did not finish; log {log}")
-                print(worker.log_tail())
+                print(indented_tail(worker))
                 return 1
             how = (
                 f"/readyz 200 {recovered:.1f} s after launch on an empty data dir "
@@ -371,12 +370,12 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> i
 
         log2 = work / "memory-worker-restart.log"
         relaunched = time.time()
-        again = spawn("memory worker (restart)", argv, worker_env(settings), log2)
+        again = spawn_worker("memory worker (restart)", settings, log2)
         try:
             ready_s = await until_ready(again, settings.web_port, args.timeout)
             if ready_s is None:
                 print(f"restart: never ready; log {log2}")
-                print(again.log_tail())
+                print(indented_tail(again))
                 return 1
             after = memory_of(again.process.pid)
             ready_line = worker_ready(log2)

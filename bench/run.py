@@ -38,7 +38,7 @@ from bench.harness.config import COMMIT_INTERVAL, PARTITIONS, POLL, SESSION_TIME
 from bench.harness.logs import log_summary
 from bench.harness.offsets import Offsets
 from bench.harness.population import create_topics, population, produce
-from bench.harness.processes import Child, interrupt_on_sigterm, stop_children
+from bench.harness.processes import indented_tail, interrupt_on_sigterm, stop_children
 from bench.harness.results import Row, table
 from bench.rows import event_time, quix
 from bench.rows.engine import digest, engine_only
@@ -49,6 +49,7 @@ from bench.rows.two_workers import TwoWorkers, processor_two_workers
 from processor.broker import EmbeddedBroker, free_port
 from processor.contracts.limits import Limits
 from processor.engine import load_model
+from processor.processes import Child
 from processor.settings import Settings
 
 
@@ -229,11 +230,11 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     print(table(rows, plain, noop))
     if processor.seconds is None:
         print(f"processor worker did not finish; its log ({worker.log_path}) ends:")
-        print(worker.log_tail())
+        print(indented_tail(worker))
     if two is not None and two.row.seconds is None:
         for child in two.children:
             print(f"{child.name} did not finish; its log ({child.log_path}) ends:")
-            print(child.log_tail())
+            print(indented_tail(child))
     print()
     print(
         f"engine parts: state encode {engine.state_encode_us:.1f} us/write, decode "

@@ -3,72 +3,36 @@ together, never left behind."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from bench.harness.config import REPO
+from processor.processes import Child, Worker, start_worker
 from processor.settings import Settings
-
-
-@dataclass
-class Child:
-    """A subprocess in its own session, so that it and its children stop together."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    signalled: bool = False
-
-    def terminate(self) -> None:
-        """SIGTERM once (a clean Faust shutdown), without waiting for the exit."""
-        if self.process.poll() is None and not self.signalled:
-            self.signalled = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-
-    def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM (a clean Faust shutdown), SIGKILL after ``grace`` seconds."""
-        if self.process.poll() is not None:
-            return
-        self.terminate()
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(f"    | {line}" for line in text[-lines:])
-
 
 _children: list[Child] = []
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> Child:
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    child = Child(name, process, log_path)
+    """Start a child in the repository (``bench.*`` modules import from there); stopped on exit."""
+    child = Child.spawn(name, argv, env, log_path, cwd=REPO)
     _children.append(child)
     return child
+
+
+def spawn_worker(
+    name: str, settings: Settings, log_path: Path, extra: dict[str, str] | None = None
+) -> Worker:
+    """A ``journey worker`` as the demo and the tests start one; stopped on exit."""
+    worker = start_worker(settings, log_path, extra_env=extra, name=name, cwd=REPO)
+    _children.append(worker)
+    return worker
+
+
+def indented_tail(child: Child, lines: int = 40) -> str:
+    """The last lines of a child's log, indented under the report."""
+    return "\n".join(f"    | {line}" for line in child.log_tail(lines).splitlines())
 
 
 def stop_children() -> None:
@@ -101,7 +65,8 @@ def interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without inherited ``JOURNEY_*`` variables, plus this run's settings."""
+    """This environment without inherited ``JOURNEY_*`` variables, plus this run's settings
+    (for the peers; a worker is started with :func:`spawn_worker`)."""
     env = settings.environment()
     env.update(extra or {})
     return env

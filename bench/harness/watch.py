@@ -17,8 +17,8 @@ from aiokafka.structs import TopicPartition
 
 from bench.harness.config import FIRST_STAMP, LAST_STAMP, POLL, START_POLL
 from bench.harness.offsets import Offsets, complete, total
-from bench.harness.processes import Child
 from bench.harness.results import Row
+from processor.processes import Child
 
 
 @dataclass

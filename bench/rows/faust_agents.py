@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 from bench.harness.offsets import Offsets
-from bench.harness.processes import Child, spawn, stop_one, worker_env
+from bench.harness.processes import spawn, stop_one, worker_env
 from bench.harness.results import Row
 from bench.harness.watch import read_stamps, row_from_watch, watch_group, worker_ready
+from processor.processes import Child
 from processor.settings import Settings
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness.offsets import FinalStates, Offsets, every_record, latest_states, total
-from bench.harness.processes import Child, spawn, stop_one, worker_env
+from bench.harness.processes import spawn_worker, stop_one
 from bench.harness.results import Row
 from bench.harness.watch import row_from_watch, timeline, watch_group, worker_ready
 from bench.rows.event_time import Chains, chains_from_output
 from processor.app.intake import router_group
+from processor.processes import Child
 from processor.settings import Settings
 
 
@@ -45,9 +45,7 @@ async def processor_end_to_end(
     """Run a real worker until inputs and the internal topic are committed to their ends."""
     log = logs / f"{settings.app_id}-worker.log"
     launched = time.time()
-    child = spawn(
-        "processor worker", [sys.executable, "-m", "processor", "worker"], worker_env(settings), log
-    )
+    child = spawn_worker("processor worker", settings, log)
     events_topic = settings.events_topic
     state_log = f"{settings.app_id}-customer-state-changelog"
     chunk_log = f"{settings.app_id}-dedupe-chunks-changelog"

@@ -19,9 +19,10 @@ from pathlib import Path
 import orjson
 
 from bench.harness.offsets import FinalStates, Offsets, decode_states, latest_values, total
-from bench.harness.processes import Child, spawn, stop_one, worker_env
+from bench.harness.processes import spawn, stop_one, worker_env
 from bench.harness.results import Row
 from bench.harness.watch import read_stamps, row_from_watch, watch_group
+from processor.processes import Child
 from processor.settings import Settings
 
 NAME = "Quix Streams + this engine"

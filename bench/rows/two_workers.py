@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,11 +12,12 @@ from pathlib import Path
 from bench.harness.cpu import CpuWatch
 from bench.harness.logs import assignment, joins, log_summary
 from bench.harness.offsets import Offsets, latest_states, total
-from bench.harness.processes import Child, spawn, stop_together, worker_env
+from bench.harness.processes import spawn_worker, stop_together
 from bench.harness.results import Row
 from bench.harness.watch import row_from_watch, timeline, watch_group, worker_ready
 from processor.app.intake import router_group
 from processor.broker import free_port
+from processor.processes import Worker
 from processor.settings import Settings
 
 
@@ -26,7 +26,7 @@ class TwoWorkers:
     """The two-worker row and what is printed below the table about it."""
 
     row: Row
-    children: list[Child]
+    children: list[Worker]
     lines: list[str] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
 
@@ -72,9 +72,8 @@ async def processor_two_workers(
     before = await offsets.ends(shared)
     log_paths = [logs / f"processor-worker-{i}.log" for i in (1, 2)]
     launched = time.time()
-    argv = [sys.executable, "-m", "processor", "worker"]
     children = [
-        spawn(f"processor worker {i}", argv, worker_env(member), log)
+        spawn_worker(f"processor worker {i}", member, log)
         for i, (member, log) in enumerate(zip(members, log_paths, strict=True), start=1)
     ]
     pids = {f"worker {i}": child.process.pid for i, child in enumerate(children, start=1)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from processor.demo.funnel import FunnelTracker, render, render_summary
 from processor.demo.population import DemoRecord, generate
 from processor.engine import load_model
 from processor.kafka_security import client_kwargs
-from processor.processes import stop_group
+from processor.processes import Child, start_worker
 from processor.settings import Settings
 
 MALFORMED = 12
@@ -37,7 +36,7 @@ MALFORMED = 12
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="journey-demo-"))
     broker = EmbeddedBroker(log_path=workdir / "broker.log")
-    worker: subprocess.Popen[bytes] | None = None
+    worker: Child | None = None
     try:
         print("starting the embedded broker ...", file=sys.stderr)
         broker.start()
@@ -51,7 +50,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         )
         model = load_model(settings.definition)
         asyncio.run(preflight(settings))
-        worker = _start_worker(settings, workdir / "worker.log")
+        worker = start_worker(settings, workdir / "worker.log")
         print(
             f"broker {broker.bootstrap}, worker pid {worker.pid}, logs in {workdir}",
             file=sys.stderr,
@@ -67,20 +66,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         return 130
     finally:
         if worker is not None:
-            stop_group(worker)
+            worker.stop(grace=15.0)
         broker.stop()
         shutil.rmtree(workdir / "data", ignore_errors=True)
-
-
-def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    env = settings.environment()
-    return subprocess.Popen(
-        [sys.executable, "-m", "processor", "worker"],
-        env=env,
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 async def _play(
@@ -89,7 +77,7 @@ async def _play(
     tracker: FunnelTracker,
     rate: float,
     live: bool,
-    worker: subprocess.Popen[bytes],
+    worker: Child,
 ) -> None:
     produced = 0
     started = time.monotonic()
@@ -154,8 +142,8 @@ async def _play(
     consuming = asyncio.create_task(consume())
     try:
         while not producing.done() or not await _caught_up(settings):
-            if worker.poll() is not None:
-                raise RuntimeError(f"the worker exited with {worker.returncode}; see its log")
+            if (code := worker.poll()) is not None:
+                raise RuntimeError(f"the worker exited with {code}; see its log")
             if producing.done() and producing.exception() is not None:
                 raise RuntimeError("producing failed") from producing.exception()
             draw()

@@ -1,6 +1,6 @@
 """A group of real ``journey worker`` processes that faults can be done to.
 
-Builds on the integration tests' :class:`WorkerProcess` (one process, its own
+Builds on :class:`processor.processes.Worker` (one process, its own
 web port and data directory) and adds what a chaos schedule needs: SIGTERM and
 wait, SIGKILL, SIGSTOP/SIGCONT, a wiped data directory, and waiting on
 ``/readyz``. Every wait is on a condition with a timeout.
@@ -9,9 +9,7 @@ wait, SIGKILL, SIGSTOP/SIGCONT, a wiped data directory, and waiting on
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,9 +17,8 @@ from pathlib import Path
 import aiohttp
 
 from processor.broker import free_port
-from processor.processes import stop_group
+from processor.processes import Worker, start_worker
 from processor.settings import Settings
-from tests.integration.conftest import WorkerProcess
 
 
 @dataclass
@@ -31,17 +28,13 @@ class Slot:
     name: str
     settings: Settings
     log_path: Path
-    worker: WorkerProcess | None = None
+    worker: Worker | None = None
     starts: int = 0
     paused: bool = False
 
     @property
     def running(self) -> bool:
-        return (
-            self.worker is not None
-            and self.worker.process is not None
-            and (self.worker.process.poll() is None)
-        )
+        return self.worker is not None and self.worker.alive()
 
     @property
     def url(self) -> str:
@@ -52,7 +45,7 @@ class Slot:
         self.starts += 1
         with self.log_path.open("a") as log:
             log.write(f"\n===== chaos: start #{self.starts} at {time.strftime('%H:%M:%S')}\n")
-        self.worker = WorkerProcess(self.settings, self.log_path).start()
+        self.worker = start_worker(self.settings, self.log_path, name=self.name)
 
     def kill(self) -> None:
         assert self.worker is not None
@@ -62,30 +55,27 @@ class Slot:
 
     def terminate(self, grace: float = 30.0) -> int | None:
         """SIGTERM and wait for the exit (SIGKILL after ``grace``); the exit code."""
-        assert self.worker is not None and self.worker.process is not None
+        assert self.worker is not None
         self.resume()
-        stop_group(self.worker.process, grace=grace)
-        code = self.worker.process.returncode
+        code = self.worker.stop(grace=grace)
         self.worker = None
         return code
 
     def pause(self) -> None:
-        assert self.worker is not None and self.worker.process is not None
-        os.killpg(self.worker.process.pid, signal.SIGSTOP)
+        assert self.worker is not None
+        self.worker.pause()
         self.paused = True
 
     def resume(self) -> None:
-        if self.paused and self.worker is not None and self.worker.process is not None:
-            os.killpg(self.worker.process.pid, signal.SIGCONT)
+        if self.paused and self.worker is not None:
+            self.worker.resume()
         self.paused = False
 
     def wipe(self) -> None:
         shutil.rmtree(self.settings.data_dir, ignore_errors=True)
 
     def exit_code(self) -> int | None:
-        if self.worker is None or self.worker.process is None:
-            return None
-        return self.worker.process.poll()
+        return None if self.worker is None else self.worker.poll()
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():

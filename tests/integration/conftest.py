@@ -9,17 +9,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from processor import processes
 from processor.broker import EmbeddedBroker, free_port
-from processor.processes import stop_group
+from processor.processes import Worker
 from processor.settings import Settings
 
 _names = itertools.count(1)
@@ -67,41 +65,8 @@ def isolated_settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     )
 
 
-@dataclass
-class WorkerProcess:
-    """A real ``journey worker`` process with its own web port and data directory."""
-
-    settings: Settings
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    def start(self) -> WorkerProcess:
-        env = self.settings.environment()
-        env.update(self.extra_env)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "processor", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final commit, no flush."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_group(self.process, grace=20.0)
-
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+WorkerProcess = Worker
+"""A worker's process, as every test starts it (processor/processes.py, as the demo and bench)."""
 
 
 @pytest.fixture
@@ -119,7 +84,7 @@ def start_worker(
     from dataclasses import replace
 
     own = replace(settings, web_port=free_port(), data_dir=tmp_path / f"data-{name}")
-    worker = WorkerProcess(own, tmp_path / f"worker-{name}.log").start()
+    worker = processes.start_worker(own, tmp_path / f"worker-{name}.log", name=name)
     started.append(worker)
     return worker
 
