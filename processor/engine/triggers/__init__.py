@@ -11,7 +11,8 @@ Where things are:
 
 * :mod:`.rules`: what a rule is (``TriggerRule``, ``EventMatch``, ``Predicate``) and the
   parsing helpers the kinds share; :mod:`.parse`: ``parse_rules``;
-* :mod:`.state`: the trigger state, the triggers fired, and their ids;
+* :mod:`.state`: the customer's context and the firing counts (the trigger state, the
+  triggers fired and their ids are value types in :mod:`processor.engine.vocabulary`);
 * :mod:`.evaluate`: ``on_applied``, ``on_tick``, and ``Reactions`` (what can be skipped).
 
 Import from here: ``from processor.engine.triggers import on_applied``.
@@ -22,10 +23,10 @@ from processor.engine.triggers.kinds.base import Kind
 from processor.engine.triggers.parse import parse_rules
 from processor.engine.triggers.registry import KINDS
 from processor.engine.triggers.rules import EventMatch, Predicate, TriggerRule, parse_predicate
-from processor.engine.triggers.state import (
+from processor.engine.triggers.state import Context
+from processor.engine.vocabulary import (
     RECENT_TRIGGERS,
     TRIGGER_NAMESPACE,
-    Context,
     Fired,
     Timer,
     TriggerFired,

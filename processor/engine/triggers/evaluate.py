@@ -10,22 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from processor.engine.triggers.registry import KINDS, TIMED
 from processor.engine.triggers.rules import EventMatch, TriggerRule
-from processor.engine.triggers.state import (
+from processor.engine.triggers.state import Context, _Counts, _fired
+from processor.engine.vocabulary import (
     RECENT_TRIGGERS,
-    Context,
+    Event,
+    StageChange,
     Timer,
     TriggerFired,
     TriggerState,
-    _Counts,
-    _fired,
 )
-
-if TYPE_CHECKING:
-    from processor.engine.core import Event, StageChange
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from processor.engine.triggers.kinds.base import Fire, Kind
 from processor.engine.triggers.rules import EventMatch, RuleDoc, TriggerRule
-from processor.engine.triggers.state import Timer
-
-if TYPE_CHECKING:
-    from processor.engine.core import Event, StageChange
+from processor.engine.vocabulary import Event, StageChange, Timer
 
 
 class Absent(Kind):
@@ -120,4 +116,4 @@ def _human(delta: timedelta) -> str:
     return f"{seconds} seconds"
 
 
-KIND = Absent()
+KIND: Absent = Absent()

@@ -13,13 +13,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from processor.engine.triggers.rules import EventMatch, RuleDoc, TriggerRule
-from processor.engine.triggers.state import Timer
-
-if TYPE_CHECKING:
-    from processor.engine.core import Event, StageChange
+from processor.engine.vocabulary import Event, StageChange, Timer
 
 Fire = Callable[[TriggerRule, datetime, str, tuple[str, ...]], None]
 """``fire(rule, fired_at, reason, evidence)``; it checks ``min_cycle``, once per cycle and

@@ -4,14 +4,10 @@ predicate on its properties) is applied while the customer is in ``stage``."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from processor.engine.triggers.kinds.base import Fire, Kind
 from processor.engine.triggers.rules import EventMatch, RuleDoc, TriggerRule
-from processor.engine.triggers.state import Timer
-
-if TYPE_CHECKING:
-    from processor.engine.core import Event, StageChange
+from processor.engine.vocabulary import Event, StageChange, Timer
 
 
 class EventKind(Kind):
@@ -49,4 +45,4 @@ class EventKind(Kind):
         return rule.events
 
 
-KIND = EventKind()
+KIND: EventKind = EventKind()

@@ -4,14 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from processor.engine.triggers.kinds.base import Fire, Kind
 from processor.engine.triggers.rules import RuleDoc, TriggerRule
-from processor.engine.triggers.state import Timer
-
-if TYPE_CHECKING:
-    from processor.engine.core import Event, StageChange
+from processor.engine.vocabulary import Event, StageChange, Timer
 
 
 class StageEntered(Kind):
@@ -44,4 +40,4 @@ class StageEntered(Kind):
         return () if rule.stage is None else (rule.stage,)
 
 
-KIND = StageEntered()
+KIND: StageEntered = StageEntered()
