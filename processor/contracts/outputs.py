@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from processor.engine import StageChange, TriggerRef
-from processor.engine.core import MergedStageChange
 from processor.engine.triggers import TriggerFired
+from processor.engine.vocabulary import MergedStageChange
 
 STAGE_CHANGED_TYPE = "io.journey-processor.stage_changed.v2"
 """CloudEvents ``type`` of a stage change. A breaking change means a new ``.vN``."""

@@ -32,8 +32,8 @@ import msgspec
 import orjson
 
 from processor.engine import CustomerState, StageChange, SupportContact, TriggerRef
-from processor.engine.core import MergedStageChange
 from processor.engine.triggers import Fired, Timer, TriggerFired, TriggerState
+from processor.engine.vocabulary import MergedStageChange
 
 STATE_VERSION = 2
 """The version :func:`encode_state` writes; :func:`decode_state` reads 1 and 2."""

@@ -3,34 +3,33 @@
 Import from here: ``from processor.engine import apply, load_model``.
 """
 
-from processor.engine.core import (
+from processor.engine.core import apply, reemit
+from processor.engine.model import (
+    DefinitionError,
+    FixedEvidence,
+    JourneyModel,
+    RelativeEvidence,
+    load_model,
+    parse_duration,
+    parse_model,
+)
+from processor.engine.vocabulary import (
     DEDUPE_CHUNK,
     DEDUPE_KEEP_CHUNKS,
     RECENT_CHANGES,
+    SOURCES,
     ChunkSealed,
     CustomerState,
     Event,
     Outcome,
     Output,
+    Source,
+    Stage,
     StageChange,
     Step,
     SupportContact,
     TriggerRef,
-    apply,
-    reemit,
     stage_change_id,
-)
-from processor.engine.model import (
-    SOURCES,
-    DefinitionError,
-    FixedEvidence,
-    JourneyModel,
-    RelativeEvidence,
-    Source,
-    Stage,
-    load_model,
-    parse_duration,
-    parse_model,
 )
 
 __all__ = [

@@ -27,12 +27,8 @@ order in which events arrive.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from datetime import datetime
 
-import msgspec
 from msgspec.structs import replace
 
 from processor.engine.model import (
@@ -40,191 +36,21 @@ from processor.engine.model import (
     FixedEvidence,
     JourneyModel,
     RelativeEvidence,
-    Source,
-    Stage,
 )
-from processor.engine.triggers import Context, TriggerFired, TriggerState, on_applied, on_tick
-
-DEDUPE_CHUNK = 32
-"""Event ids are remembered in chunks of this many; the open chunk lives in the state."""
-
-DEDUPE_KEEP_CHUNKS = 32
-"""Sealed chunks kept per customer: 32 x 32 = 1,024, so at least the last 1,000 events."""
-
-RECENT_CHANGES = 8
-"""Stage changes kept in the state, for re-emission on replay and for queries."""
-
-STAGE_CHANGE_NAMESPACE = uuid.UUID("8a3e5d2c-6b1f-5e4a-9c7d-737461676532")
-"""Namespace of the stage-change ids of v2 (content ids). Never change it.
-
-v1's ids (customer and sequence) used 5f0b7c1e-3f1a-5d7e-9a53-6a6f75726e79."""
-
-
-class Event(msgspec.Struct, frozen=True, gc=False):
-    """One valid input event, decoded from any of the three input topics."""
-
-    event_id: str
-    customer_id: str
-    source: Source
-    topic: str
-    type: str
-    occurred_at: datetime
-    properties: Mapping[str, Any] = msgspec.field(default_factory=dict)
-    late: bool = False
-    """It arrived after the partition's event-time clock had passed it (see ordering.py);
-    the stage changes it causes say so."""
-    anonymous_id: str | None = None
-    """The visitor's anonymous id, when the event carries one (input.event.v2.json).
-
-    Equal to ``customer_id`` while the visitor is not known yet; different on an
-    identify event, which links the anonymous id to the customer (see identity.py)."""
-
-
-class TriggerRef(msgspec.Struct, frozen=True, gc=False):
-    """The event that caused a stage change."""
-
-    event_id: str
-    topic: str
-    type: str
-
-
-class StageChange(msgspec.Struct, frozen=True, gc=False):
-    """A customer moved from one stage to another; the unit of output."""
-
-    customer_id: str
-    cycle: int
-    sequence: int
-    from_stage: Stage | None
-    to_stage: Stage
-    changed_at: datetime
-    previous_stage_entered_at: datetime | None
-    trigger: TriggerRef
-    model_name: str
-    model_version: str
-    caused_by: str
-    """The applied event that produced this change; usually the trigger, but a purchase can
-    also produce a post-purchase change triggered by an earlier support contact."""
-    late: bool = False
-    """Caused by an event that arrived after the event-time clock had passed it."""
-
-    @property
-    def id(self) -> str:
-        """Deterministic from everything the change says: see :func:`stage_change_id`."""
-        return stage_change_id(self)
-
-
-class MergedStageChange(StageChange, frozen=True, kw_only=True):
-    """A stage change made by merging an anonymous journey into the customer's (identity.py).
-
-    A subclass rather than an optional field, so that every other change and every
-    stored state encodes byte for byte as before. Its id is a v2 content id like any
-    other (recomputable from the stage-change.v2 document; the identify event as its
-    trigger keeps it apart); the anonymous id travels in the ``ce_journeymergedfrom``
-    header."""
-
-    merged_from: str
-    """The anonymous id whose journey was merged."""
-
-
-def stage_change_id(change: StageChange) -> str:
-    """A UUIDv5 of the change's whole content (stage-change.v2).
-
-    The same change, re-emitted after a crash, has the same id, so consumers
-    dedupe on it. A different change never has it, even when a customer's
-    state was lost (a recreated changelog, a wiped volume, an embedded broker
-    that restarted) and the processor starts the customer's sequence again:
-    ``uuid5(customer, sequence)`` (v1) would then name two payloads.
-    """
-    previous = change.previous_stage_entered_at
-    content = (
-        change.customer_id,
-        change.cycle,
-        change.sequence,
-        change.from_stage,
-        change.to_stage,
-        change.changed_at.astimezone(UTC).isoformat(),
-        None if previous is None else previous.astimezone(UTC).isoformat(),
-        change.trigger.event_id,
-        change.trigger.topic,
-        change.trigger.type,
-        change.model_name,
-        change.model_version,
-        change.late,
-    )
-    return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, repr(content)))
-
-
-class SupportContact(msgspec.Struct, frozen=True, gc=False):
-    """The latest support contact seen, kept to place it relative to a later-arriving purchase."""
-
-    event_id: str
-    topic: str
-    type: str
-    occurred_at: datetime
-    after_purchase: Stage
-    source: Source = "support"
-    properties: Mapping[str, Any] = msgspec.field(default_factory=dict)
-
-    def as_event(self, customer_id: str) -> Event:
-        """The contact as the event it was, for trigger rules that look at it again later."""
-        return Event(
-            self.event_id,
-            customer_id,
-            self.source,
-            self.topic,
-            self.type,
-            self.occurred_at,
-            self.properties,
-        )
-
-
-class ChunkSealed(msgspec.Struct, frozen=True, gc=False):
-    """The open dedupe chunk is full: the shell stores it under ``index`` and drops older ones."""
-
-    customer_id: str
-    index: int
-    event_ids: tuple[str, ...]
-
-    @property
-    def expired_index(self) -> int:
-        """The chunk that falls out of the dedupe window when this one is sealed (may be < 0)."""
-        return self.index - DEDUPE_KEEP_CHUNKS
-
-
-Output = StageChange | TriggerFired | ChunkSealed
-Outcome = Literal["applied", "duplicate", "ignored"]
-
-
-class CustomerState(msgspec.Struct, frozen=True, gc=False):
-    """Everything the engine remembers about one customer. Bounded in size."""
-
-    customer_id: str
-    cycle: int
-    stage: Stage
-    stage_entered_at: datetime
-    sequence: int
-    purchase_at: datetime | None
-    last_event_at: datetime
-    applied_count: int
-    recent_event_ids: tuple[str, ...] = ()
-    recent_changes: tuple[StageChange, ...] = ()
-    last_support: SupportContact | None = None
-    triggers: TriggerState = msgspec.field(default_factory=TriggerState)
-
-    @property
-    def sealed_chunks(self) -> range:
-        """Indexes of the sealed dedupe chunks that are still inside the window."""
-        sealed = self.applied_count // DEDUPE_CHUNK
-        return range(max(0, sealed - DEDUPE_KEEP_CHUNKS), sealed)
-
-
-class Step(NamedTuple):
-    """What one event did: the new state, what to send or store, and how it counts."""
-
-    state: CustomerState | None
-    outputs: tuple[Output, ...]
-    outcome: Outcome
-
+from processor.engine.triggers import Context, TriggerFired, on_applied, on_tick
+from processor.engine.vocabulary import (
+    DEDUPE_CHUNK,
+    RECENT_CHANGES,
+    ChunkSealed,
+    CustomerState,
+    Event,
+    Output,
+    Stage,
+    StageChange,
+    Step,
+    SupportContact,
+    TriggerRef,
+)
 
 _new_step = tuple.__new__
 """Builds a Step in C: ``Step(...)`` goes through a Python-level ``__new__`` (0.1 us a call)."""

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from processor.engine.core import CustomerState
+from processor.engine.vocabulary import CustomerState
 
 ERASURE_NAMESPACE = uuid.UUID("4b7c2f8e-1d3a-5e6f-8a9b-657261736564")
 """Namespace of ``customer_erased`` ids. Never change it."""

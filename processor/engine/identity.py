@@ -59,7 +59,10 @@ from typing import NamedTuple
 import msgspec
 from msgspec.structs import replace
 
-from processor.engine.core import (
+from processor.engine.core import reemit
+from processor.engine.model import JourneyModel
+from processor.engine.triggers import Fired, Timer, TriggerState
+from processor.engine.vocabulary import (
     DEDUPE_CHUNK,
     DEDUPE_KEEP_CHUNKS,
     RECENT_CHANGES,
@@ -68,13 +71,11 @@ from processor.engine.core import (
     Event,
     MergedStageChange,
     Outcome,
+    Stage,
     StageChange,
     SupportContact,
     TriggerRef,
-    reemit,
 )
-from processor.engine.model import JourneyModel, Stage
-from processor.engine.triggers import Fired, Timer, TriggerState
 
 
 class Merged(NamedTuple):

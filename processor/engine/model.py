@@ -14,17 +14,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from processor.engine.triggers import Reactions, TriggerRule, parse_rules
-
-Source = Literal["clickstream", "research", "support"]
-"""The three kinds of input. Each has its own Kafka topic; names are configurable."""
-
-SOURCES: tuple[Source, ...] = get_args(Source)
-
-Stage = str
-"""A stage name, one of the model's ``stages``."""
+from processor.engine.vocabulary import SOURCES, Source, Stage
 
 
 @dataclass(frozen=True, slots=True)

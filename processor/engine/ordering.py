@@ -36,7 +36,7 @@ from typing import Literal
 
 import msgspec
 
-from processor.engine.core import Event
+from processor.engine.vocabulary import Event
 
 InputPartition = tuple[str, int]
 """An input topic and one of its partitions."""

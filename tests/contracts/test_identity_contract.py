@@ -27,9 +27,9 @@ from processor.contracts.outputs import (
 )
 from processor.contracts.state import decode_state, encode_state
 from processor.engine import CustomerState, Event, StageChange, TriggerRef, apply, load_model
-from processor.engine.core import MergedStageChange
 from processor.engine.identity import IdentityMerged, identity_merged, merge
 from processor.engine.ordering import Arrival, Mark
+from processor.engine.vocabulary import MergedStageChange
 from tests.schemas import ALL, validator
 
 MERGED = validator("identity-merged.v1.json")

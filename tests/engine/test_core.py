@@ -30,8 +30,8 @@ from processor.engine import (
     reemit,
     stage_change_id,
 )
-from processor.engine.core import STAGE_CHANGE_NAMESPACE
 from processor.engine.model import default_definition_text
+from processor.engine.vocabulary import STAGE_CHANGE_NAMESPACE
 from tests.engine.events import CUSTOMER, T0, at, ev
 
 MODEL = replace(load_model(), triggers=())  # stage rules only; triggers: test_triggers.py

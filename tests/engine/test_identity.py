@@ -34,7 +34,7 @@ from processor.engine import (
     reemit,
     stage_change_id,
 )
-from processor.engine.core import MergedStageChange, fire_due
+from processor.engine.core import fire_due
 from processor.engine.identity import (
     Merged,
     is_anonymous,
@@ -47,6 +47,7 @@ from processor.engine.identity import (
 )
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import TriggerFired
+from processor.engine.vocabulary import MergedStageChange
 from tests.engine.test_properties import ORDER, T0, cycle_times, ev, many_cycles, one_cycle
 
 STAGES = dc_replace(load_model(), triggers=())
@@ -489,7 +490,7 @@ def test_the_engine_imports_no_shell_library():
     import processor.engine
 
     root = Path(processor.engine.__file__).parent
-    for path in sorted(root.glob("*.py")):
+    for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = []

@@ -28,14 +28,7 @@ from processor.engine import (
     parse_model,
     reemit,
 )
-from processor.engine.core import (
-    _apply_general,
-    _apply_still,
-    _context,
-    _moves,
-    _target,
-    fire_due,
-)
+from processor.engine.core import _apply_general, _apply_still, _context, _moves, _target, fire_due
 from processor.engine.model import default_definition_text
 from processor.engine.triggers import (
     TRIGGER_NAMESPACE,

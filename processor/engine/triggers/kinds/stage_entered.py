@@ -1,0 +1,43 @@
+"""``when = "stage_entered"``: a customer enters ``stage`` (optionally only in cycle >=
+``min_cycle``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from processor.engine.triggers.kinds.base import Fire, Kind
+from processor.engine.triggers.rules import RuleDoc, TriggerRule
+from processor.engine.vocabulary import Event, StageChange, Timer
+
+
+class StageEntered(Kind):
+    name = "stage_entered"
+    keys = frozenset({"stage", "min_cycle"})
+
+    def parse(self, doc: RuleDoc) -> TriggerRule:
+        return TriggerRule(kind=self.name, stage=doc.stage("stage"), **doc.common)
+
+    def on_applied(
+        self,
+        rule: TriggerRule,
+        event: Event,
+        stage: str,
+        changes: tuple[StageChange, ...],
+        judged: Sequence[tuple[Event, str]],
+        timers: dict[str, Timer],
+        fire: Fire,
+    ) -> None:
+        for change in changes:
+            if change.to_stage == rule.stage:
+                fire(
+                    rule,
+                    change.changed_at,
+                    f"entered {rule.stage} (cycle {change.cycle})",
+                    (change.trigger.event_id,),
+                )
+
+    def stages(self, rule: TriggerRule) -> Iterable[str]:
+        return () if rule.stage is None else (rule.stage,)
+
+
+KIND: StageEntered = StageEntered()
