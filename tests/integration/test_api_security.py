@@ -16,6 +16,7 @@ import schemathesis
 from aiohttp import web
 from schemathesis.specs.openapi.adapter import responses as schemathesis_responses
 
+from processor import processes
 from processor.broker import EmbeddedBroker, free_port
 from processor.settings import Settings
 from tests.integration.conftest import AUTH, WorkerProcess, isolated_settings, start_worker
@@ -172,7 +173,7 @@ async def test_a_forged_peer_url_is_never_fetched(served: Served) -> None:
         web_port=port,
         data_dir=served.tmp / "data-forger",
     )
-    forger = WorkerProcess(forged_settings, served.tmp / "worker-forger.log").start()
+    forger = processes.start_worker(forged_settings, served.tmp / "worker-forger.log")
     forged_url = f"http://127.0.0.2:{port}"
     try:
 

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from processor import processes
 from processor.app.failstop import EXIT_CODE
 from processor.app.pipeline import partition_for
 from processor.settings import Settings
@@ -74,7 +75,7 @@ async def test_default_settings_survive_sigterm_and_sigkill_restarts(
                 worker.kill()
             else:
                 break
-            worker = WorkerProcess(worker.settings, worker.log_path).start()
+            worker = processes.start_worker(worker.settings, worker.log_path)
             workers.append(worker)
         log = worker.log_path.read_text(errors="replace")
         assert "ConsistencyError" not in log
@@ -165,7 +166,7 @@ async def test_an_unreadable_store_stops_the_worker_loudly_without_committing(
         corrupt = orjson.dumps({"v": 999, "applied_count": 10**9})
         await produce_to_partition(settings, changelog, partition, customer.encode(), corrupt)
 
-        worker = WorkerProcess(worker.settings, worker.log_path).start()
+        worker = processes.start_worker(worker.settings, worker.log_path)
         workers.append(worker)
         url = f"http://127.0.0.1:{worker.settings.web_port}/readyz"
         reasons: list[str] = []
