@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from processor.engine.triggers.kinds.base import Applied
 from processor.engine.triggers.registry import KINDS, TIMED
 from processor.engine.triggers.rules import EventMatch, TriggerRule
 from processor.engine.triggers.state import Context, _Counts, _fired
@@ -131,8 +132,9 @@ def on_applied(
     if judged is None:
         judged = [(event, stage)]
     kinds = KINDS
+    applied = Applied(event, stage, changes, judged, timers, fire)
     for rule in ctx.rules:  # in definition order: the order of the triggers fired
-        kinds[rule.kind].on_applied(rule, event, stage, changes, judged, timers, fire)
+        kinds[rule.kind].on_applied(rule, applied)
 
     recent = state.recent
     if fired_now or len(recent) > RECENT_TRIGGERS:

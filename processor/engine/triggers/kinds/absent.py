@@ -8,12 +8,12 @@ The anchor arms a :class:`~processor.engine.triggers.state.Timer`; the timer tic
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import timedelta
 
-from processor.engine.triggers.kinds.base import Fire, Kind
+from processor.engine.triggers.kinds.base import Applied, Kind
 from processor.engine.triggers.rules import EventMatch, RuleDoc, TriggerRule
-from processor.engine.vocabulary import Event, StageChange, Timer
+from processor.engine.vocabulary import Timer
 
 
 class Absent(Kind):
@@ -46,16 +46,8 @@ class Absent(Kind):
             **doc.common,
         )
 
-    def on_applied(
-        self,
-        rule: TriggerRule,
-        event: Event,
-        stage: str,
-        changes: tuple[StageChange, ...],
-        judged: Sequence[tuple[Event, str]],
-        timers: dict[str, Timer],
-        fire: Fire,
-    ) -> None:
+    def on_applied(self, rule: TriggerRule, applied: Applied) -> None:
+        event, stage, timers = applied.event, applied.stage, applied.timers
         at = event.occurred_at
         if rule.after_stage is not None:
             if stage != rule.after_stage:
@@ -63,7 +55,7 @@ class Absent(Kind):
                     timers.pop(rule.name, None)  # progress (or a new cycle): cancelled
                 return
             entered = None
-            for change in changes:
+            for change in applied.changes:
                 if change.to_stage == stage:
                     entered = change  # the last entry counts
             if entered is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from processor.engine.triggers.rules import EventMatch, RuleDoc, TriggerRule
 from processor.engine.vocabulary import Event, StageChange, Timer
@@ -21,6 +21,22 @@ from processor.engine.vocabulary import Event, StageChange, Timer
 Fire = Callable[[TriggerRule, datetime, str, tuple[str, ...]], None]
 """``fire(rule, fired_at, reason, evidence)``; it checks ``min_cycle``, once per cycle and
 the cool-down, so a kind only says when its condition holds."""
+
+
+class Applied(NamedTuple):
+    """One applied event, as every rule's kind sees it (built once per evaluation)."""
+
+    event: Event
+    stage: str
+    """The customer's stage now."""
+    changes: tuple[StageChange, ...]
+    """The stage changes the event made."""
+    judged: Sequence[tuple[Event, str]]
+    """The events event rules look at, each with the stage it is evidence of at its own
+    time (see :func:`~processor.engine.triggers.on_applied`)."""
+    timers: dict[str, Timer]
+    """The armed timers by rule name: a kind arms, re-arms or cancels its rule's."""
+    fire: Fire
 
 
 class Kind(ABC):
@@ -36,23 +52,9 @@ class Kind(ABC):
         """The rule of one table; raise KeyError, TypeError or ValueError saying what is wrong."""
 
     @abstractmethod
-    def on_applied(
-        self,
-        rule: TriggerRule,
-        event: Event,
-        stage: str,
-        changes: tuple[StageChange, ...],
-        judged: Sequence[tuple[Event, str]],
-        timers: dict[str, Timer],
-        fire: Fire,
-    ) -> None:
-        """What ``rule`` does after ``event`` was applied: ``fire`` it, or arm, re-arm or
-        cancel its timer in ``timers`` (by rule name).
-
-        ``stage`` is the customer's stage now, ``changes`` the stage changes the event
-        made, and ``judged`` the events event rules look at, each with the stage it is
-        evidence of at its own time (see :func:`~processor.engine.triggers.on_applied`).
-        """
+    def on_applied(self, rule: TriggerRule, applied: Applied) -> None:
+        """What ``rule`` does after an event was applied: ``applied.fire`` it, or arm,
+        re-arm or cancel its timer in ``applied.timers``."""
 
     def stages(self, rule: TriggerRule) -> Iterable[str]:
         """The stages whose entry ``rule`` reacts to.

@@ -3,11 +3,10 @@ predicate on its properties) is applied while the customer is in ``stage``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from processor.engine.triggers.kinds.base import Fire, Kind
+from processor.engine.triggers.kinds.base import Applied, Kind
 from processor.engine.triggers.rules import EventMatch, RuleDoc, TriggerRule
-from processor.engine.vocabulary import Event, StageChange, Timer
 
 
 class EventKind(Kind):
@@ -21,24 +20,15 @@ class EventKind(Kind):
         matches = tuple(doc.event_match(e, f"events[{j}]") for j, e in enumerate(events))
         return TriggerRule(kind=self.name, stage=doc.stage("stage"), events=matches, **doc.common)
 
-    def on_applied(
-        self,
-        rule: TriggerRule,
-        event: Event,
-        stage: str,
-        changes: tuple[StageChange, ...],
-        judged: Sequence[tuple[Event, str]],
-        timers: dict[str, Timer],
-        fire: Fire,
-    ) -> None:
-        for seen, stage_then in judged:
+    def on_applied(self, rule: TriggerRule, applied: Applied) -> None:
+        for seen, stage_then in applied.judged:
             if stage_then != rule.stage:
                 continue
             for match in rule.events:
                 if match.matches(seen.source, seen.type, seen.properties):
                     detail = f" with {match.where}" if match.where else ""
                     reason = f"{seen.type}{detail} while in {rule.stage}"
-                    fire(rule, seen.occurred_at, reason, (seen.event_id,))
+                    applied.fire(rule, seen.occurred_at, reason, (seen.event_id,))
                     break
 
     def events(self, rule: TriggerRule) -> Iterable[EventMatch]:

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from processor.engine.triggers.kinds.base import Fire, Kind
+from processor.engine.triggers.kinds.base import Applied, Kind
 from processor.engine.triggers.rules import RuleDoc, TriggerRule
-from processor.engine.vocabulary import Event, StageChange, Timer
 
 
 class StageEntered(Kind):
@@ -17,19 +16,10 @@ class StageEntered(Kind):
     def parse(self, doc: RuleDoc) -> TriggerRule:
         return TriggerRule(kind=self.name, stage=doc.stage("stage"), **doc.common)
 
-    def on_applied(
-        self,
-        rule: TriggerRule,
-        event: Event,
-        stage: str,
-        changes: tuple[StageChange, ...],
-        judged: Sequence[tuple[Event, str]],
-        timers: dict[str, Timer],
-        fire: Fire,
-    ) -> None:
-        for change in changes:
+    def on_applied(self, rule: TriggerRule, applied: Applied) -> None:
+        for change in applied.changes:
             if change.to_stage == rule.stage:
-                fire(
+                applied.fire(
                     rule,
                     change.changed_at,
                     f"entered {rule.stage} (cycle {change.cycle})",
