@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     print("1. engine in-process ...", flush=True)
     limits = Limits(base.max_event_bytes, base.max_id_length)
     engine = engine_only(records, topics, model, limits)
-    shell = shell_in_process(records)
+    shell = await shell_in_process(records)
 
     await create_topics(
         broker.bootstrap,

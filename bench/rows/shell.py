@@ -9,7 +9,6 @@ the pure engine; against the processor row, what the runtime around it costs.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 
@@ -24,7 +23,7 @@ BATCH = 1000
 """Records per routed batch: the intake's ``JOURNEY_BATCH_MAX`` default."""
 
 
-def shell_in_process(records: Sequence[DemoRecord]) -> Row:
+async def shell_in_process(records: Sequence[DemoRecord]) -> Row:
     """Route and apply every record in batches, as one worker owning every partition would."""
     topic_of = {source: topic for topic, source in SOURCES.items()}
     offsets: dict[tuple[str, int], int] = {}
@@ -39,13 +38,10 @@ def shell_in_process(records: Sequence[DemoRecord]) -> Row:
 
     shell = make_shell(partitions=PARTITIONS)
 
-    async def run() -> None:
-        for start in range(0, len(inputs), BATCH):
-            await shell.feed(inputs[start : start + BATCH], drain=False)
-        await shell.drain()
-
     started, cpu_started = time.perf_counter(), time.process_time()
-    asyncio.run(run())
+    for start in range(0, len(inputs), BATCH):
+        await shell.feed(inputs[start : start + BATCH], drain=False)
+    await shell.drain()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     changes = len(shell.changes.records)
     return Row(
