@@ -343,10 +343,11 @@ class Applier:
             label = type_label(self.model, event.source, event.type)
             self.tally.add(metrics.events, event.topic, label, step.outcome)
             self._count(event, origin, step.outcome)
-            for output in step.outputs:
-                if isinstance(output, ChunkSealed):
-                    await archive.seal(output)
-            await self._send_outputs(step)
+            if step.outputs:  # four events in five have none: no coroutine for them
+                for output in step.outputs:
+                    if isinstance(output, ChunkSealed):
+                        await archive.seal(output)
+                await self._send_outputs(step)
         if state is not None and (state is not before or replayed):
             # A replayed event means this state may be in the local store but not yet
             # in the changelog (a crash between the two): write it again, so that the

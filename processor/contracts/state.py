@@ -308,8 +308,12 @@ class _Atoms:
         index = dict(zip(values, range(len(values)), strict=True))
         if len(index) != len(values):
             return False
+        for value in reversed(values):  # the newest ids are the ones not converted yet
+            if value in _stored_memo:
+                break
+            _stored(value)
         stored = list(map(_stored_memo.get, values))
-        if None in stored:
+        if None in stored:  # the memo was cleared meanwhile
             stored = [_stored(v) for v in values]
         self.index.update(index)
         self.stored.extend(stored)
