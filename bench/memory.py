@@ -67,7 +67,7 @@ from bench.harness.processes import (
     stop_one,
 )
 from bench.harness.watch import Sample, watch_group, worker_ready
-from processor.app.pipeline import partition_for
+from processor.app.partitioning import partition_for
 from processor.app.tables import MARKER_KEY
 from processor.broker import EmbeddedBroker, free_port
 from processor.contracts.inputs import decode_event

@@ -5,7 +5,8 @@ broker (Tansu, on a free loopback port), one set of pre-produced input records
 read by every consumer in its own consumer group. The rows live in
 ``bench.rows`` (one module each), the shared harness in ``bench.harness``:
 
-1. the pure engine in-process (no broker), split into its hot-path parts;
+1. the pure engine in-process (no broker), split into its hot-path parts, and the
+   shell in-process (router and applier on dict tables, ``bench.rows.shell``);
 2. baseline A: a plain aiokafka consumer decoding every value with orjson;
 3. baseline B: a no-op Faust agent (``bench.noop_app``) with the processor's Faust settings;
 4. the Quix Streams peer (``--no-quix-row`` skips it; needs the ``bench`` extra):
@@ -45,6 +46,7 @@ from bench.rows.engine import digest, engine_only
 from bench.rows.faust_agents import baseline_faust
 from bench.rows.plain_consumer import baseline_aiokafka
 from bench.rows.processor import processor_end_to_end
+from bench.rows.shell import shell_in_process
 from bench.rows.two_workers import TwoWorkers, processor_two_workers
 from processor.broker import EmbeddedBroker, free_port
 from processor.contracts.limits import Limits
@@ -137,6 +139,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     print("1. engine in-process ...", flush=True)
     limits = Limits(base.max_event_bytes, base.max_id_length)
     engine = engine_only(records, topics, model, limits)
+    shell = await shell_in_process(records)
 
     await create_topics(
         broker.bootstrap,
@@ -168,7 +171,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
         noop, _ = await baseline_faust(
             offsets, own("noop", "memory://"), n, work, args.timeout, name="B Faust no-op agent"
         )
-        rows = [*engine.rows, plain, noop]
+        rows = [*engine.rows, shell, plain, noop]
         peer: quix.QuixFigures | None = None
         if args.quix_row:
             print("3b. Quix Streams app running this engine ...", flush=True)

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.harness.cpu import process_cpu
 from bench.harness.offsets import FinalStates, Offsets, every_record, latest_states, total
 from bench.harness.processes import spawn_worker, stop_one
 from bench.harness.results import Row
@@ -51,8 +52,13 @@ async def processor_end_to_end(
     chunk_log = f"{settings.app_id}-dedupe-chunks-changelog"
     outputs = [settings.stage_changes_topic, settings.dead_letter_topic, state_log, chunk_log]
 
+    cpu_at_ready: list[float | None] = []
+
     async def ready() -> float | None:
-        return worker_ready(log)
+        at = worker_ready(log)
+        if at is not None and not cpu_at_ready:  # the worker's CPU so far: startup, left out
+            cpu_at_ready.append(process_cpu(child.pid))
+        return at
 
     try:
         seen = await watch_group(
@@ -66,6 +72,7 @@ async def processor_end_to_end(
             limit,
             input_group=router_group(settings),
         )
+        cpu_at_done = process_cpu(child.pid)
         # Counted before the worker stops: on the way out it writes handover markers.
         ends = await offsets.ends([events_topic, *outputs])
     finally:
@@ -88,4 +95,9 @@ async def processor_end_to_end(
     )
     row = row_from_watch(name, expect, launched, seen)
     row.exact = figures.last_activity
+    started_cpu = cpu_at_ready[0] if cpu_at_ready else None
+    if started_cpu is not None and cpu_at_done is not None and row.seconds is not None:
+        # CPU seconds from Ready to done: what the run cost, whatever else the machine did.
+        cpu = cpu_at_done - started_cpu
+        row.note = f"worker {cpu:.1f} CPU s, {cpu / expect * 1e6:.0f} us/event"
     return row, figures, child

@@ -16,7 +16,8 @@ import logging
 from collections.abc import Iterable
 
 from processor.app.metrics import Metrics
-from processor.app.pipeline import InputRecord, Router, Send, partition_for
+from processor.app.partitioning import partition_for
+from processor.app.pipeline import InputRecord, Router, Send
 from processor.contracts.bundle import ForgetMessage, encode_forget
 from processor.contracts.erasure import decode_erasure_request
 from processor.contracts.inputs import Rejection

@@ -53,6 +53,7 @@ from processor.app.ordering import (
     order_version,
     ordering_config,
 )
+from processor.app.partitioning import default_partitioner
 from processor.app.pipeline import Applier, InputRecord, Router
 from processor.app.preflight import BrokerFacts, consistency_check
 from processor.app.redelivery import (
@@ -160,6 +161,7 @@ def faust_options(settings: Settings, facts: BrokerFacts | None = None) -> dict[
         "consumer_auto_offset_reset": "earliest",
         "processing_guarantee": "at_least_once",
         "producer_acks": -1,
+        "producer_partitioner": default_partitioner,  # murmur2, remembered per key
         "table_standby_replicas": 0,
         "recovery_consistency_check": consistency_check(settings, facts),
         # Room for the largest record we send plus its key, headers and framing.

@@ -7,13 +7,19 @@ report milliseconds and are not used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from processor import __version__
+
+_bound_text: Callable[[float], str] = floatToGoString  # "1.0", "+Inf": as Histogram writes le
 
 LAG_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400)
 """Event-time lag spans real time (seconds) to replayed history (months)."""
@@ -68,19 +74,19 @@ class Metrics:
             "applied again (their effects were delivered already)",
             registry=r,
         )
-        self.processing_seconds = Histogram(
+        self.processing_seconds = LoopHistogram(
             "journey_event_processing_seconds",
             "Time to apply one event in the engine, state lookups included",
             buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1),
             registry=r,
         )
-        self.event_time_lag = Histogram(
+        self.event_time_lag = LoopHistogram(
             "journey_event_time_lag_seconds",
             "Now minus the event's occurred_at, when the engine applies it",
             buckets=LAG_BUCKETS,
             registry=r,
         )
-        self.bundle_seconds = Histogram(
+        self.bundle_seconds = LoopHistogram(
             "journey_bundle_processing_seconds",
             "Time to apply one bundle of events (the unit of state writes)",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
@@ -92,7 +98,7 @@ class Metrics:
             ["trigger"],
             registry=r,
         )
-        self.timer_lateness = Histogram(
+        self.timer_lateness = LoopHistogram(
             "journey_timer_lateness_seconds",
             "How far past its deadline the partition's clock was when an absence timer fired",
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400),
@@ -116,7 +122,7 @@ class Metrics:
             "Held events released before the clock passed them because the hold buffer was full",
             registry=r,
         )
-        self.hold_seconds = Histogram(
+        self.hold_seconds = LoopHistogram(
             "journey_event_hold_seconds",
             "Wall-clock time an event was held for event-time ordering before it was applied",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600),
@@ -174,6 +180,80 @@ class Metrics:
     def add_collector(self, collect: Callable[[], Iterator[GaugeMetricFamily]]) -> None:
         """Gauges computed at scrape time (customers per stage, recovery, readiness)."""
         self.registry.register(_Callback(collect))
+
+
+class Tally:
+    """Counter increments added up over a batch, then added once per label set.
+
+    ``counter.labels(...).inc()`` costs about 1.5 us (label strings checked, a
+    lock, a dict); per record and per stage change that was a tenth of the
+    shell's own time. Totals are the same, only added a batch at a time:
+    :meth:`flush` runs when the batch (a fetch for the router, a bundle for the
+    applier) is done, also when it fails.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[Counter, tuple[str, ...]], int] = defaultdict(int)
+
+    def add(self, counter: Counter, *labels: str) -> None:
+        self.counts[(counter, labels)] += 1
+
+    def flush(self) -> None:
+        for (counter, labels), n in self.counts.items():
+            (counter.labels(*labels) if labels else counter).inc(n)
+        self.counts.clear()
+
+
+class LoopHistogram(Collector):
+    """A histogram without labels, observed and scraped on the worker's event loop only.
+
+    prometheus_client's ``Histogram`` takes a lock and walks its buckets on every
+    ``observe`` (about 1.5 us); the worker observes three per event (processing
+    time, event-time lag, hold time), a tenth of the shell's own cost. Every
+    observation here comes from the event loop, and ``/metrics`` is served on
+    the same loop (Faust's web server), so no lock is needed: a bisect and two
+    additions. The exposition is the same as ``Histogram``'s (``_bucket``,
+    ``_count``, ``_sum``, ``_created``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = sorted(float(b) for b in buckets)
+        self.counts = [0] * (len(self.bounds) + 1)
+        """Observations per bucket, not cumulative; the last is above every bound."""
+        self.sum = 0.0
+        self.created = time.time()
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            cumulative += n
+            buckets.append((_bound_text(bound), cumulative))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], buckets, self.sum, timestamp=None)
+        family.add_sample(f"{self.name}_created", {}, self.created)
+        yield family
 
 
 class _Callback(Collector):

@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from processor.app.failstop import Deliveries, FailStop
 from processor.app.funnel import StageCounts
 from processor.app.metrics import Metrics
-from processor.app.pipeline import partition_for
+from processor.app.partitioning import partition_for
 from processor.app.timers import TICK_PREFIX, TimerIndex
 from processor.contracts.bundle import Tick, encode_tick
 from processor.contracts.state import decode_state

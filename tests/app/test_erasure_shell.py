@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processor.app.operations import Operations
-from processor.app.pipeline import InputRecord, partition_for
+from processor.app.partitioning import partition_for
+from processor.app.pipeline import InputRecord
 from processor.app.timers import TimerIndex
 from processor.contracts.bundle import Tick, encode_tick
 from processor.contracts.state import decode_state

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from processor.app import create_app
-from processor.app.pipeline import partition_for
+from processor.app.partitioning import partition_for
 from processor.settings import Settings
 
 

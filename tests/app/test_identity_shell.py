@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processor.app.pipeline import InputRecord, partition_for
+from processor.app.partitioning import partition_for
+from processor.app.pipeline import InputRecord
 from processor.app.timers import TimerIndex
 from processor.contracts.bundle import Tick, decode_envelope, encode_tick
 from processor.contracts.identity import decode_alias

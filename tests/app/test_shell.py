@@ -8,7 +8,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from processor.app.pipeline import InputRecord, partition_for
+from processor.app.partitioning import partition_for
+from processor.app.pipeline import InputRecord
 from processor.contracts.bundle import decode_envelope
 from processor.contracts.limits import Limits
 from processor.contracts.state import decode_state

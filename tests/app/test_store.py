@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from processor.app import store as store_module
 from processor.app.store import CustomerStore
-from processor.contracts.state import chunk_key, encode_chunk
+from processor.contracts.state import chunk_key, encode_chunk, encode_state
 from processor.engine import ChunkSealed, CustomerState, Event, apply, load_model
 from processor.engine.erasure import ForgetRequest, forget
 from tests.app.shell import DictTable
@@ -61,3 +64,43 @@ def test_an_erased_customer_leaves_the_funnel_and_the_timer_counts() -> None:
     counts.remove(2, state)
     timers.on_state_deleted(2, state)
     assert counts.totals() == {} and timers.pending_total() == 0
+
+
+def _customer(customer_id: str, events: int) -> CustomerState:
+    state: CustomerState | None = None
+    for i in range(events):
+        occurred = T0 + timedelta(seconds=i)
+        event = Event(f"{customer_id}-{i}", customer_id, "clickstream", "c", "page_view", occurred)
+        state = apply(state, event, MODEL).state
+    assert state is not None
+    return state
+
+
+async def test_get_sees_every_change_of_the_table_under_the_remembered_state() -> None:
+    """The store remembers decoded states, but the table's bytes always decide."""
+    states = DictTable()
+    store = CustomerStore(states, DictTable())
+    older, newer = _customer("alice", 3), _customer("alice", 5)
+    await store.put(0, None, older)
+    assert store.get("alice") == older
+
+    states.data[b"alice"] = encode_state(newer)  # a changelog recovery writes underneath
+    assert store.get("alice") == newer
+    states.data.pop(b"alice")  # so does a recovered tombstone
+    assert store.get("alice") is None
+
+    await store.put(0, None, newer)
+    request = ForgetRequest("alice", "r1")
+    await store.delete(0, "alice", forget(newer, request), newer)
+    assert store.get("alice") is None and "alice" not in store.decoded
+
+
+async def test_the_remembered_states_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "DECODED_SIZE", 4)
+    states = DictTable()
+    store = CustomerStore(states, DictTable())
+    customers = [_customer(f"c{n}", 2) for n in range(10)]
+    for state in customers:
+        await store.put(0, None, state)
+    assert len(store.decoded) <= 4
+    assert [store.get(s.customer_id) for s in customers] == customers

@@ -35,6 +35,7 @@ def test_the_benchmark_prints_a_full_table_on_3000_records() -> None:
     assert "vs aiokafka" in out and "vs no-op" in out
     for name in (
         "engine: decode_event + apply",
+        "shell: router + applier in-process",
         "A aiokafka consumer + orjson",
         "B Faust no-op agent",
         "processor end to end",

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from processor.app.pipeline import partition_for
+from processor.app.partitioning import partition_for
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, run_forget, start_worker
 from tests.integration.http import get, samples, total, wait_for

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from processor.app.pipeline import partition_for
+from processor.app.partitioning import partition_for
 from processor.contracts.inputs import decode_event
 from processor.engine import CustomerState, Event, StageChange, apply, load_model
 from processor.settings import Settings

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from processor import processes
 from processor.app.failstop import EXIT_CODE
-from processor.app.pipeline import partition_for
+from processor.app.partitioning import partition_for
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
 from tests.integration.http import get, samples, total, wait_for

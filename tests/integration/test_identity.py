@@ -21,7 +21,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from processor.app.pipeline import partition_for
+from processor.app.partitioning import partition_for
 from processor.contracts.outputs import MERGED_FROM_HEADER
 from processor.engine import Source
 from processor.settings import Settings

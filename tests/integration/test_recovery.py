@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from processor.app.pipeline import partition_for
+from processor.app.partitioning import partition_for
 from processor.kafka_security import client_kwargs
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
