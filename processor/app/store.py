@@ -46,7 +46,10 @@ StateDeleted = Callable[[int, CustomerState], None]
 
 
 DECODED_SIZE = 8_192
-"""Decoded states the store remembers (see :class:`CustomerStore`) before it forgets them all."""
+"""Decoded states the store remembers (see :class:`CustomerStore`) before it forgets them all.
+
+On the benchmark population a decoded state with its bytes is about 4 KB, so a
+full memo is about 34 MB of a worker's memory."""
 
 
 class CustomerStore:
