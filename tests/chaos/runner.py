@@ -168,6 +168,8 @@ async def _run(
     )
     faults_done: list[str] = []
     liveness: list[str] = []
+    loops: list[str] = []
+    """The broker's coordinator loops met during the schedule (reported, not enforced)."""
     started = time.monotonic()
     for n, fault in enumerate(
         plan(config.seed, session_timeout=config.session_timeout, gap=config.gap)
@@ -179,7 +181,7 @@ async def _run(
             await _settled(cluster, liveness, f"before {fault.kind}", log)
             if fault.kind in ("kill", "kill_wipe"):
                 fault = replace(fault, hold=max(fault.hold, 1.5 * config.session_timeout))
-        done = await _inject(fault, cluster, names, log, liveness, config.broker_safe)
+        done = await _inject(fault, cluster, names, log, liveness, loops, config.broker_safe)
         faults_done.append(done)
     await producing
     log(f"produced {len(produced)} records; faults: {len(faults_done)}")
@@ -195,7 +197,7 @@ async def _run(
     quiesced = await _settle(config, settings, cluster, log)
     if not quiesced[0]:
         liveness.append(quiesced[1])
-    looping = _coordinator_loop(settings, cluster)
+    looping = _coordinator_loop(settings, cluster) or (loops[0] if loops else None)
 
     urls = [s.url for s in cluster.running()]
     observed = Observed(
@@ -249,8 +251,8 @@ async def _run(
         "ours: the liveness checks of such a run say nothing about the worker)",
         enforced=False,
     )
-    if looping:
-        loop.add(looping)
+    for met in dict.fromkeys([*loops, *([looping] if looping else [])]):
+        loop.add(met)
     return RunResult(report, workdir, faults_done, looping)
 
 
@@ -392,6 +394,7 @@ async def _inject(
     names: Iterator[str],
     log: _Log,
     liveness: list[str],
+    loops: list[str],
     broker_safe: bool = False,
 ) -> str:
     def new_name() -> str:
@@ -437,7 +440,13 @@ async def _inject(
             try:
                 await cluster.wait_ready([each], 120)
             except TimeoutError as exc:
-                liveness.append(f"rolling restart: {exc}")
+                # The broker's coordinator loop (its bug) keeps the restarted worker from
+                # joining; it may be over by the end of the run, so look now.
+                looping = _coordinator_loop(cluster.settings, cluster)
+                if looping:
+                    loops.append(f"rolling restart of {each.name}: {looping}")
+                else:
+                    liveness.append(f"rolling restart: {exc}")
             log(f"rolling: {each.name} SIGTERM (exit {code}), restarted, ready")
         done = "rolling SIGTERM restart of " + ", ".join(s.name for s in cluster.running())
     log(f"fault: {done}")
