@@ -125,8 +125,9 @@ class Settings:
     )
     stall_timeout: float = _opt(
         60.0,
-        "Seconds a partition may sit with records waiting and its committed offset unchanged "
-        "before the worker stops itself (fail-stop; 0 turns the check off)",
+        "Seconds a partition may sit with records waiting and its committed offset unchanged, "
+        "or a table recovery read nothing with records left, before the worker stops itself "
+        "(fail-stop; 0 turns the checks off)",
     )
     max_message_bytes: int = _opt(
         1_000_000,

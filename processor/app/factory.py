@@ -63,6 +63,7 @@ from processor.app.redelivery import (
 )
 from processor.app.tables import monotonic_table
 from processor.app.timers import TimerIndex
+from processor.app.watchdog import Watchdog
 from processor.contracts.bundle import encode_ordered_bundle
 from processor.contracts.limits import Limits
 from processor.contracts.outputs import Record
@@ -304,6 +305,8 @@ def create_app(
         deliveries=deliveries,
         consumers=consumers,
     )
+    # The stall checks run from the start, table recovery included (app/watchdog.py).
+    app.add_dependency(Watchdog(operations.check_progress, failstop))
     applier = Applier(
         model=model,
         states=states,

@@ -67,6 +67,10 @@ class Operations:
     generation: int = 0
     progress: dict[Any, tuple[int, float]] = field(default_factory=dict)
     """Per partition: its committed offset and when that last moved (the stall check)."""
+    restoring: dict[Any, tuple[int | None, float]] = field(default_factory=dict)
+    """Per changelog partition being recovered: the offset restored and when that last moved."""
+    checked_at: float | None = None
+    """When the progress checks last ran: a longer gap means this process was not running."""
     _scanning: set[str] | None = None
     """Customers written while :meth:`recount` scans; None when no scan runs."""
 
@@ -89,15 +93,15 @@ class Operations:
         """Partitions assigned and table recovery done (and not rebalancing): a recount may run."""
         if self.failstop.reason is not None:
             return False, f"stopped after a failure: {self.failstop.reason}"
+        recovery = self.recovery
+        if recovery.in_recovery:
+            return False, f"recovering tables: {recovery.active_remaining_total()} records left"
         if not self.rebalance_completed:
             return False, "waiting for the first partition assignment and table recovery"
         if self.app.rebalancing:
             return False, "rebalancing"
         if self.consumers is not None and not self.consumers.inputs.joined:
             return False, "joining the input topics' group (the intake)"
-        recovery = self.recovery
-        if recovery.in_recovery:
-            return False, f"recovering tables: {recovery.active_remaining_total()} records left"
         return True, "ready"
 
     def engine_partitions(self) -> set[int]:
@@ -180,7 +184,6 @@ class Operations:
 
     async def _measure_lag(self) -> None:
         self.measure_lag()
-        self.check_progress(time.monotonic())
 
     def check_progress(self, now: float) -> None:
         """Stop the worker when a partition has records waiting and its commits stand still.
@@ -188,12 +191,22 @@ class Operations:
         A consumer that stopped delivering one partition (faust-streaming #175,
         #640; a gap that its commit logic cannot pass) is otherwise fail-silent:
         ready, alive, and never catching up. Stopping makes the orchestrator start
-        a fresh consumer, which reads from the last commit.
+        a fresh consumer, which reads from the last commit. While the tables are
+        recovered, :meth:`check_recovery` watches the changelog reads instead.
         """
         timeout = self.settings.stall_timeout
-        if timeout <= 0 or not self.recovered()[0]:
-            self.progress.clear()  # rebalancing or recovering: no progress expected
+        last, self.checked_at = self.checked_at, now
+        if timeout <= 0 or (last is not None and now - last > timeout):
+            # Off, or this process did not run for a whole timeout (stopped,
+            # suspended): nothing was measured in between, so nothing stalled.
+            self.progress.clear()
+            self.restoring.clear()
             return
+        if not self.recovered()[0]:
+            self.progress.clear()  # rebalancing or recovering: no commits expected
+            self.check_recovery(now, timeout)
+            return
+        self.restoring.clear()
         consumer, committed = self._consumer()
         watched = {*self.settings.source_topics, self.settings.events_topic}
         for tp in consumer.assignment():
@@ -213,6 +226,36 @@ class Operations:
                     f"no progress on {tp.topic}[{tp.partition}] for {now - seen[1]:.0f}s with "
                     f"{end - done} records waiting (JOURNEY_STALL_TIMEOUT)"
                 )
+
+    def check_recovery(self, now: float, timeout: float) -> None:
+        """Stop the worker when a table recovery has records left and reads none of them.
+
+        Faust's recovery can wait forever on a changelog partition that delivers
+        nothing (it logs "No event received for active tp" every few seconds;
+        faust-streaming #74, robinhood/faust #218). The worker is then not ready
+        and never will be: fail-silent. Stopping it makes the orchestrator start a
+        fresh consumer, which recovers the partition again. A slow recovery is
+        not a stalled one: any record restored resets the partition's clock.
+        """
+        recovery = self.recovery
+        if not getattr(recovery, "in_recovery", False):
+            self.restoring.clear()
+            return
+        offsets = recovery.active_offsets
+        remaining = recovery.active_remaining()
+        for tp in set(self.restoring) - set(remaining):
+            del self.restoring[tp]
+        for tp, left in remaining.items():
+            at = offsets.get(tp)
+            seen = self.restoring.get(tp)
+            if left <= 0 or seen is None or seen[0] != at:
+                self.restoring[tp] = (at, now)
+            elif now - seen[1] > timeout:
+                self.failstop.fail(
+                    f"table recovery read nothing from {tp.topic}[{tp.partition}] for "
+                    f"{now - seen[1]:.0f}s with {left} records left (JOURNEY_STALL_TIMEOUT)"
+                )
+                return
 
     def _log_stall_context(self) -> None:
         """Say what the worker was doing when it stalled: its sends, and where our tasks wait.

@@ -53,6 +53,9 @@ INPUT_PARTITIONS = {"clickstream": 6, "research": 3, "support": 2}
 FROZEN = "stopped longer than the session"
 """What a worker says when it stops itself after being stopped past its session."""
 
+DEAF_RECOVERY = "table recovery read nothing from"
+"""What a worker says when Faust's table recovery received nothing for the stall timeout."""
+
 
 @dataclass
 class ChaosConfig:
@@ -232,9 +235,20 @@ async def _run(
     # processor/app/inflight.py): the designed answer to this schedule's pause.
     paused = {done.split()[1] for done in faults_done if done.startswith("pause ")}
     woke: list[str] = []
+    deaf = report.finding(
+        "faust.recovery_stall",
+        "a worker stopped itself (exit 70) because Faust's table recovery received nothing from "
+        "a changelog partition for the stall timeout, and was restarted: the designed answer "
+        "to a hang in Faust's or the broker's reading side, where none of our code runs",
+        enforced=False,
+    )
     for name, code, tail in cluster.unexpected_exits:
         if code == 70 and name in paused and FROZEN in tail:
             woke.append(name)
+            continue
+        if code == 70 and DEAF_RECOVERY in tail:
+            said = next(line for line in tail.splitlines() if DEAF_RECOVERY in line)
+            deaf.add(f"{name}: {said[said.index(DEAF_RECOVERY) :]}")
             continue
         last = [line for line in tail.splitlines() if line.strip()][-3:]
         exits.add(f"{name} exited {code}: {' / '.join(last)}")

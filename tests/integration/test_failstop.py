@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -12,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from processor import processes
 from processor.app.failstop import EXIT_CODE
 from processor.app.partitioning import partition_for
+from processor.broker import free_port
 from processor.settings import Settings
 from tests.integration.conftest import WorkerProcess, start_worker
 from tests.integration.http import get, samples, total, wait_for
@@ -20,6 +23,8 @@ from tests.integration.kafka import Collector, produce
 from tests.integration.test_recovery import produce_to_partition
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def produce_large(
@@ -190,3 +195,60 @@ async def test_an_unreadable_store_stops_the_worker_loudly_without_committing(
         assert "unknown customer state version 999" in reasons[-1]
         assert "journey worker: stopping:" in worker.log_path.read_text(errors="replace")
         assert letters.records == [], "a failure of ours is never a dead letter"
+
+
+async def test_a_table_recovery_that_reads_nothing_stops_the_worker(
+    settings: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """Faust's recovery waiting forever on one changelog partition: exit 70, not fail-silent.
+
+    A worker on an empty data directory recovers the customers' states from the
+    changelog; one partition's records never reach its recovery (the launcher
+    drops them, as the hang seen in a chaos run did). The worker must stop with
+    the partition named, and a fresh start must recover the customer.
+    """
+    customer = "recovered-later"
+    async with Collector(settings, settings.stage_changes_topic) as changes:
+        first = start_worker(workers, settings, tmp_path, "a")
+        await produce(
+            settings, to_records(settings, [event(customer, "clickstream", "page_view", 0)])
+        )
+        await changes.wait_until(lambda r: len(r) >= 1, 90, "the first change")
+        await ready(first)
+        first.stop()
+
+    changelog = f"{settings.app_id}-customer-state-changelog"
+    partition = partition_for(customer, settings.partitions)
+    own = replace(
+        settings, web_port=free_port(), data_dir=tmp_path / "data-deaf", stall_timeout=10.0
+    )
+    env = {**own.environment(), "DEAF_TOPIC": changelog, "DEAF_PARTITION": str(partition)}
+    argv = (sys.executable, "-m", "tests.integration.deaf_recovery")
+    child = processes.Child.spawn("deaf", argv, env, tmp_path / "worker-deaf.log", REPO)
+    deaf = processes.Worker(child.name, child.process, child.log_path, settings=own)
+    workers.append(deaf)
+    url = f"http://127.0.0.1:{own.web_port}/readyz"
+    reasons: list[str] = []
+
+    async def stopped() -> bool:
+        if deaf.poll() is not None:
+            return True
+        try:
+            status, body = await get(url)
+        except OSError:
+            return False
+        if status == 503:
+            reasons.append(str(body))
+        return False
+
+    await wait_for(stopped, 120, "the worker whose recovery reads nothing to stop itself")
+    assert deaf.poll() == EXIT_CODE, deaf.log_tail()
+    log = deaf.log_path.read_text(errors="replace")
+    assert f"table recovery read nothing from {changelog}[{partition}]" in log, deaf.log_tail()
+    assert any("recovering tables:" in r and "records left" in r for r in reasons), reasons
+
+    # What the orchestrator does next: a fresh start, which recovers the partition.
+    again = start_worker(workers, settings, tmp_path, "b")
+    await ready(again)
+    status, body = await get(f"http://127.0.0.1:{again.settings.web_port}/customers/{customer}")
+    assert status == 200 and body["customer_id"] == customer, body
