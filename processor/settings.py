@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from processor.engine.vocabulary import Source
+
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
     return field(default=default, metadata={"help": help, "choices": choices})
@@ -230,7 +232,7 @@ class Settings:
         return "https" if self.web_tls_cert_file is not None else "http"
 
     @property
-    def source_topics(self) -> dict[str, str]:
+    def source_topics(self) -> dict[str, Source]:
         """Input topic name to source, the key of the journey definition's evidence."""
         return {
             self.clickstream_topic: "clickstream",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from aiokafka.structs import TopicPartition
 
 from bench.harness.config import EVENTS_PER_CUSTOMER, PARTITIONS, TOPIC_CONFIG
 from processor.demo.population import DemoRecord, generate
+from processor.engine import Source
 
 
 def population(events: int, customers: int | None, seed: int, malformed: int) -> list[DemoRecord]:
@@ -40,7 +41,7 @@ async def create_topics(bootstrap: str, topics: Sequence[str]) -> None:
 
 
 async def produce(
-    bootstrap: str, records: Sequence[DemoRecord], topics: dict[str, str]
+    bootstrap: str, records: Sequence[DemoRecord], topics: Mapping[Source, str]
 ) -> tuple[float, dict[TopicPartition, int], list[tuple[int, int]]]:
     """Send every record (keys as generated, so null and wrong keys too).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bench.harness.results import Row
@@ -19,6 +19,7 @@ from processor.engine import (
     CustomerState,
     Event,
     JourneyModel,
+    Source,
     StageChange,
     apply,
 )
@@ -42,7 +43,7 @@ class EngineFigures:
 
 
 def engine_only(
-    records: Sequence[DemoRecord], topics: dict[str, str], model: JourneyModel, limits: Limits
+    records: Sequence[DemoRecord], topics: Mapping[Source, str], model: JourneyModel, limits: Limits
 ) -> EngineFigures:
     """The pure engine over the population, in three passes that add one cost at a time.
 

@@ -20,7 +20,7 @@ with how many of them still match.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,7 +30,7 @@ from processor.contracts.inputs import Rejection
 from processor.contracts.limits import Limits, decode_record
 from processor.contracts.outputs import rfc3339
 from processor.demo.population import DemoRecord
-from processor.engine import CustomerState, Event, JourneyModel, StageChange, apply
+from processor.engine import CustomerState, Event, JourneyModel, Source, StageChange, apply
 
 Link = tuple[int, int, str | None, str, str, str]
 """One stage change as the chain compares it: cycle, sequence, from, to, changed_at, trigger
@@ -54,7 +54,7 @@ class Reference:
 def reference(
     records: Sequence[DemoRecord],
     positions: Sequence[tuple[int, int]],
-    topics: dict[str, str],
+    topics: Mapping[Source, str],
     model: JourneyModel,
     limits: Limits,
     lateness: timedelta,

@@ -167,7 +167,7 @@ async def processor_two_workers(
             "REBALANCE after the start: "
             + ", ".join(f"worker {i} gen {gen} at +{at - start:.1f} s" for i, at, gen in late)
         )
-    labels = dict(settings.source_topics)
+    labels: dict[str, str] = dict(settings.source_topics)
     labels[events_topic] = "events"
     for i, log in enumerate(log_paths, start=1):
         lines.append(f"worker {i} partitions: {assignment(log, end, labels)}")

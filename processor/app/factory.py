@@ -68,7 +68,7 @@ from processor.contracts.bundle import encode_ordered_bundle
 from processor.contracts.limits import Limits
 from processor.contracts.outputs import Record
 from processor.contracts.state import state_version
-from processor.engine import JourneyModel, Source, load_model
+from processor.engine import JourneyModel, load_model
 from processor.kafka_security import security_kwargs
 from processor.settings import Settings
 
@@ -281,7 +281,7 @@ def create_app(
 
     router = Router(
         model=model,
-        sources=cast(dict[str, Source], settings.source_topics),
+        sources=settings.source_topics,
         partitions=settings.partitions,
         send_bundle=sender(events),
         send_dead_letter=sender(dead_letters),

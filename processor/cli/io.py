@@ -14,17 +14,18 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from processor.contracts.erasure import encode_erasure_request
-from processor.engine import SOURCES, JourneyModel
+from processor.engine import SOURCES, JourneyModel, Source
 from processor.engine.erasure import ForgetRequest
 from processor.kafka_security import client_kwargs
 from processor.settings import Settings
 
 
-def source_of(doc: dict[str, Any], model: JourneyModel) -> str | None:
+def source_of(doc: dict[str, Any], model: JourneyModel) -> Source | None:
     """The input source of an event line: its ``source`` field, else inferred from its type."""
     declared = doc.get("source")
-    if isinstance(declared, str) and declared in SOURCES:
-        return declared
+    for source in SOURCES:
+        if declared == source:
+            return source
     matches = [s for s in SOURCES if model.evidence_for(s, str(doc.get("type"))) is not None]
     return matches[0] if len(matches) == 1 else None
 

@@ -146,7 +146,7 @@ def reference(
             p.planned.value,
             sources[p.topic],
             p.topic,
-            LIMITS,  # type: ignore[arg-type]
+            LIMITS,
         )
         if not isinstance(decoded, Event):
             raise AssertionError(f"workload bug: {p.planned.kind} record does not decode: {p}")
@@ -492,7 +492,7 @@ def _check_changelog(
     unanswered = report.finding(
         "api.answers", "/customers answers 200 for every customer with valid input"
     )
-    last: dict[str, Any] = {}
+    last: dict[str, CustomerState] = {}
     for r in observed.changelog:  # sorted by partition, offset: one customer, one partition
         if r.key == MARKER_KEY or r.value is None:
             continue
@@ -512,17 +512,17 @@ def _check_changelog(
             )
         last[state.customer_id] = state
     for customer, expected in ref.states.items():
-        state = last.get(customer)
-        if state is None:
+        final = last.get(customer)
+        if final is None:
             input_match.add(f"{customer}: no changelog record, expected {expected.applied_count}")
             continue
-        if state.applied_count != expected.applied_count:
+        if final.applied_count != expected.applied_count:
             input_match.add(
-                f"{customer}: changelog {state.applied_count}, input {expected.applied_count}"
+                f"{customer}: changelog {final.applied_count}, input {expected.applied_count}"
             )
         emitted = max(chains.get(customer, {0: None}))
-        if state.sequence != emitted:
-            output_match.add(f"{customer}: changelog seq {state.sequence}, emitted {emitted}")
+        if final.sequence != emitted:
+            output_match.add(f"{customer}: changelog seq {final.sequence}, emitted {emitted}")
         if customer not in observed.api:
             unanswered.add(f"{customer}: no answer")
             continue
@@ -530,9 +530,9 @@ def _check_changelog(
         if answer is None:
             unanswered.add(f"{customer}: 404")
             continue
-        if answer["applied_events"] != state.applied_count:
+        if answer["applied_events"] != final.applied_count:
             api_match.add(
-                f"{customer}: changelog {state.applied_count}, api {answer['applied_events']} "
+                f"{customer}: changelog {final.applied_count}, api {answer['applied_events']} "
                 f"(served by {answer.get('served_by')})"
             )
     report.facts["changelog records"] = len(observed.changelog)

@@ -36,7 +36,7 @@ def load(history: Path) -> tuple[Settings, list[Produced], Observed]:
     produced = [
         Produced(
             Planned(
-                sources[r["topic"]],  # type: ignore[arg-type]
+                sources[r["topic"]],
                 _raw(r["key"]),
                 _raw(r["value"]),
                 r["kind"],

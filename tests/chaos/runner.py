@@ -38,7 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from processor.app.intake import router_group
 from processor.broker import EmbeddedBroker
-from processor.engine import load_model
+from processor.engine import Source, load_model
 from processor.settings import Settings
 from tests.chaos import observe
 from tests.chaos.checker import Observed, Order, Produced, Report, check
@@ -48,7 +48,7 @@ from tests.chaos.schedule import Fault, plan
 from tests.chaos.workload import Planned, WorkloadShape, build
 from tests.integration.conftest import API_TOKEN
 
-INPUT_PARTITIONS = {"clickstream": 6, "research": 3, "support": 2}
+INPUT_PARTITIONS: dict[Source, int] = {"clickstream": 6, "research": 3, "support": 2}
 
 FROZEN = "stopped longer than the session"
 """What a worker says when it stops itself after being stopped past its session."""
@@ -323,7 +323,11 @@ def _dump_records(path: Path, records: list[observe.Out]) -> None:
 
     with path.open("wb") as out:
         for r in records:
-            row = {"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp}
+            row: dict[str, int | str | None] = {
+                "partition": r.partition,
+                "offset": r.offset,
+                "timestamp": r.timestamp,
+            }
             row["key"] = raw(r.key)
             row["value"] = raw(r.value)
             out.write(orjson.dumps(row) + b"\n")

@@ -34,14 +34,14 @@ SHAPE = WorkloadShape(customers=40, hot_customers=1, hot_events=200, malformed_e
 def history() -> tuple[list[Produced], Observed]:
     """The workload as produced, and the outputs a correct processor would leave."""
     topic_of = {source: topic for topic, source in SETTINGS.source_topics.items()}
-    produced = []
+    produced: list[Produced] = []
     offsets: dict[tuple[str, int], int] = {}
-    for p in build(3, SHAPE):
-        topic = topic_of[p.source]
-        partition = 0 if p.key is None else sum(p.key) % 3
+    for planned in build(3, SHAPE):
+        topic = topic_of[planned.source]
+        partition = 0 if planned.key is None else sum(planned.key) % 3
         offset = offsets.get((topic, partition), 0)
         offsets[(topic, partition)] = offset + 1
-        produced.append(Produced(p, topic, partition, offset))
+        produced.append(Produced(planned, topic, partition, offset))
     states: dict[str, CustomerState] = {}
     changes: list[Out] = []
     triggers: list[Out] = []
@@ -53,7 +53,7 @@ def history() -> tuple[list[Produced], Observed]:
         decoded = decode_record(
             p.planned.key,
             p.planned.value,
-            SETTINGS.source_topics[p.topic],  # type: ignore[arg-type]
+            SETTINGS.source_topics[p.topic],
             p.topic,
             Limits(),
         )
@@ -139,8 +139,9 @@ def test_a_lost_event_a_regressed_state_and_a_missing_dead_letter_are_caught() -
     observed.changelog.append(replace(records[0], offset=10**6))  # an older state, written last
     del observed.dead_letters[0]
     ids = [
-        tuple(a.event.event_id for a in decode_envelope(b.value).arrivals) for b in observed.bundles
-    ]  # type: ignore[arg-type]
+        tuple(a.event.event_id for a in decode_envelope(b.value or b"").arrivals)
+        for b in observed.bundles
+    ]
     lone = next(i for i, found in enumerate(ids) if found and ids.count(found) == 1)
     del observed.bundles[lone]  # the only bundle that carried its event
     other = next(c for c in observed.api if c != customer)

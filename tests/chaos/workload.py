@@ -97,7 +97,11 @@ def _journey(rng: random.Random, start: datetime) -> list[Step]:
     add("clickstream", "page_view", 0)
     depth = rng.random()
     if depth > 0.15:
-        add(*rng.choice([("clickstream", "product_view"), ("research", "review_read")]), 5)
+        options: list[tuple[Source, str]] = [
+            ("clickstream", "product_view"),
+            ("research", "review_read"),
+        ]
+        add(*rng.choice(options), 5)
         if rng.random() < 0.5:
             add("research", "search_query", 3)
     if depth > 0.35:
