@@ -90,10 +90,14 @@ def test_no_stall_is_judged_while_not_ready() -> None:
     consumer.ends[tp], consumer._committed_offset[tp] = 100, 0
     ops.check_progress(0.0)
     ops.rebalance_completed = False  # a rebalance: progress stops on purpose
-    ops.check_progress(120.0)
+    for second in range(5, 125, 5):
+        ops.check_progress(float(second))
     ops.rebalance_completed = True
-    ops.check_progress(150.0)
+    for second in range(125, 185, 5):  # judged again from the end of the rebalance
+        ops.check_progress(float(second))
     assert failstop.reason is None
+    ops.check_progress(190.0)
+    assert failstop.reason is not None and "for 65s" in failstop.reason
 
 
 def test_a_pause_longer_than_the_timeout_is_not_a_stall() -> None:
