@@ -251,11 +251,45 @@ class Operations:
             if left <= 0 or seen is None or seen[0] != at:
                 self.restoring[tp] = (at, now)
             elif now - seen[1] > timeout:
+                log.critical("recovery stalled: %s", self.describe_recovery(tp))
                 self.failstop.fail(
                     f"table recovery read nothing from {tp.topic}[{tp.partition}] for "
                     f"{now - seen[1]:.0f}s with {left} records left (JOURNEY_STALL_TIMEOUT)"
                 )
                 return
+
+    def describe_recovery(self, tp: Any) -> str:
+        """Where one changelog partition's recovery stands, as far as the clients can tell.
+
+        The hang's cause is not known yet (Faust's fetching or the broker), so a
+        stop says what would tell them apart: whether the partition is assigned,
+        whether Faust fetches it (its active and paused sets), the client's read
+        position and the highwater it saw, and what waits in Faust's queue of
+        changelog records. Each fact is read without awaiting, and one that
+        cannot be read is left out.
+        """
+        recovery = self.recovery
+        consumer: Any = self.app.consumer  # Faust's, with its aiokafka client inside
+        tables: Any = self.app.tables
+        facts: dict[str, object] = {
+            "restored_offset": recovery.active_offsets.get(tp),
+            "needed_offset": recovery.active_highwaters.get(tp),
+        }
+        readers: list[tuple[str, Callable[[], object]]] = [
+            ("assigned", lambda: tp in consumer.assignment()),
+            ("faust_fetches", lambda: tp in consumer._active_partitions),
+            ("faust_paused", lambda: tp in consumer._paused_partitions),
+            ("client_paused", lambda: tp in consumer._thread._ensure_consumer().paused()),
+            ("client_position", lambda: _client_position(consumer, tp)),
+            ("client_highwater", lambda: consumer._thread._ensure_consumer().highwater(tp)),
+            ("changelog_queue", lambda: tables.changelog_queue.qsize()),
+        ]
+        for name, read in readers:
+            try:
+                facts[name] = read()
+            except Exception:  # a client internal that moved in another version
+                continue
+        return f"{tp.topic}[{tp.partition}] " + " ".join(f"{k}={v}" for k, v in facts.items())
 
     def _log_stall_context(self) -> None:
         """Say what the worker was doing when it stalled: its sends, and where our tasks wait.
@@ -433,6 +467,13 @@ class Operations:
             "Absence timers armed in the customer state on this worker",
             value=self.timers.pending_total(),
         )
+
+
+def _client_position(consumer: Any, tp: Any) -> object:
+    """aiokafka's read position of ``tp`` without awaiting it (None before the first seek)."""
+    client = consumer._thread._ensure_consumer()
+    state = client._subscription.subscription.assignment.state_value(tp)
+    return None if state is None else state.position
 
 
 def _await_chain(coro: Any) -> list[str]:

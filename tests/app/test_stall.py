@@ -6,6 +6,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 
 from processor.app.failstop import FailStop
@@ -126,7 +127,9 @@ def recovering(ops: Operations, tps: dict[TopicPartition, int]) -> Recovery:
     return recovery
 
 
-def test_a_table_recovery_that_reads_nothing_stops_the_worker() -> None:
+def test_a_table_recovery_that_reads_nothing_stops_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The chaos run's hang: a changelog partition to read from offset 0, and no record comes."""
     stuck = TopicPartition("journey-processor-customer-state-changelog", 6)
     ops, failstop = operations(Consumer([]))
@@ -139,6 +142,12 @@ def test_a_table_recovery_that_reads_nothing_stops_the_worker() -> None:
     assert "customer-state-changelog[6]" in failstop.reason
     assert "11 records left" in failstop.reason and "JOURNEY_STALL_TIMEOUT" in failstop.reason
     assert ops.readiness() == (False, f"stopped after a failure: {failstop.reason}")
+    # The post-mortem line: what could be read (this fake consumer has no client inside).
+    described = [r.message for r in caplog.records if "recovery stalled:" in r.message]
+    assert described == [
+        "recovery stalled: journey-processor-customer-state-changelog[6] "
+        "restored_offset=-1 needed_offset=10 assigned=False"
+    ]
 
 
 def test_a_slow_recovery_that_reads_something_is_not_stopped() -> None:

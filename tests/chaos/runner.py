@@ -248,7 +248,9 @@ async def _run(
             continue
         if code == 70 and DEAF_RECOVERY in tail:
             said = next(line for line in tail.splitlines() if DEAF_RECOVERY in line)
-            deaf.add(f"{name}: {said[said.index(DEAF_RECOVERY) :]}")
+            where = [line for line in tail.splitlines() if "recovery stalled:" in line]
+            facts = where[0][where[0].index("recovery stalled:") :] if where else ""
+            deaf.add(f"{name}: {said[said.index(DEAF_RECOVERY) :]} {facts}".strip())
             continue
         last = [line for line in tail.splitlines() if line.strip()][-3:]
         exits.add(f"{name} exited {code}: {' / '.join(last)}")

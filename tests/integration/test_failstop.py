@@ -245,6 +245,12 @@ async def test_a_table_recovery_that_reads_nothing_stops_the_worker(
     assert deaf.poll() == EXIT_CODE, deaf.log_tail()
     log = deaf.log_path.read_text(errors="replace")
     assert f"table recovery read nothing from {changelog}[{partition}]" in log, deaf.log_tail()
+    # What it logs for the post-mortem: here the client read the records (its position
+    # moved past them) and they never reached the recovery (the launcher dropped them).
+    described = next(line for line in log.splitlines() if "recovery stalled:" in line)
+    assert f"{changelog}[{partition}] restored_offset=-1" in described, described
+    assert "assigned=True" in described and "faust_fetches=True" in described, described
+    assert "client_position=" in described and "changelog_queue=0" in described, described
     assert any("recovering tables:" in r and "records left" in r for r in reasons), reasons
 
     # What the orchestrator does next: a fresh start, which recovers the partition.
