@@ -95,7 +95,7 @@ def _link(change: StageChange) -> Link:
         change.from_stage,
         change.to_stage,
         rfc3339(change.changed_at),
-        change.trigger.event_id,
+        change.evidence.event_id,
     )
 
 

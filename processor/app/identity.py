@@ -49,7 +49,7 @@ from processor.contracts.bundle import (
 from processor.contracts.identity import Alias, encode_identity_merged
 from processor.contracts.outputs import Record
 from processor.contracts.state import chunk_key
-from processor.engine import ChunkSealed, CustomerState, Event, JourneyModel, Step, TriggerRef
+from processor.engine import ChunkSealed, CustomerState, Event, EventRef, JourneyModel, Step
 from processor.engine.core import reemit
 from processor.engine.erasure import ForgetRequest
 from processor.engine.identity import is_anonymous, is_identify, link, merge, resolve, unlink
@@ -161,7 +161,7 @@ class IdentityShell:
         message = MergeMessage(
             customer_id=customer_id,
             anonymous_id=anonymous_id,
-            identify=TriggerRef(event.event_id, event.topic, event.type),
+            identify=EventRef(event.event_id, event.topic, event.type),
             identified_at=event.occurred_at,
             state=decision.state,
             chunks=decision.chunks,

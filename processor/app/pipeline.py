@@ -433,7 +433,7 @@ class Applier:
             elif isinstance(output, TriggerFired):
                 await self.send_trigger(encode_trigger(output, self.ce_source), None)
                 if not again:
-                    self.tally.add(self.metrics.triggers, output.trigger)
+                    self.tally.add(self.metrics.triggers, output.rule)
 
     async def _send(self, change: StageChange, *, again: bool) -> None:
         await self.send_change(encode_stage_change(change, self.ce_source), None)

@@ -18,7 +18,7 @@ import msgspec
 import orjson
 
 from processor.contracts.state import decode_state, encode_state_v1
-from processor.engine import CustomerState, Event, TriggerRef
+from processor.engine import CustomerState, Event, EventRef
 from processor.engine.erasure import ForgetRequest
 from processor.engine.ordering import Arrival, InputPartition, Mark
 
@@ -284,7 +284,7 @@ class MergeMessage:
 
     customer_id: str
     anonymous_id: str
-    identify: TriggerRef
+    identify: EventRef
     identified_at: datetime
     state: CustomerState | None
     chunks: tuple[tuple[str, ...], ...]
@@ -330,7 +330,7 @@ def _merge(doc: dict[str, Any]) -> MergeMessage:
     return MergeMessage(
         customer_id=doc["customer_id"],
         anonymous_id=doc["anonymous_id"],
-        identify=TriggerRef(identify["event_id"], identify["topic"], identify["type"]),
+        identify=EventRef(identify["event_id"], identify["topic"], identify["type"]),
         identified_at=datetime.fromisoformat(identify["occurred_at"]),
         state=None if state is None else decode_state(orjson.dumps(state)),
         chunks=tuple(tuple(chunk) for chunk in doc["chunks"]),

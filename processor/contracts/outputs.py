@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from processor.engine import StageChange, TriggerRef
+from processor.engine import EventRef, StageChange
 from processor.engine.triggers import TriggerFired
 from processor.engine.vocabulary import MergedStageChange
 
@@ -51,9 +51,9 @@ def stage_change_document(change: StageChange) -> dict[str, Any]:
             else rfc3339(change.previous_stage_entered_at)
         ),
         "trigger": {
-            "event_id": change.trigger.event_id,
-            "topic": change.trigger.topic,
-            "type": change.trigger.type,
+            "event_id": change.evidence.event_id,
+            "topic": change.evidence.topic,
+            "type": change.evidence.type,
         },
         "model": {"name": change.model_name, "version": change.model_version},
         "late": change.late,
@@ -63,7 +63,7 @@ def stage_change_document(change: StageChange) -> dict[str, Any]:
 def stage_change_from_document(document: dict[str, Any]) -> StageChange:
     """The change a stage-change document describes (``caused_by`` is not on the wire)."""
     previous = document["previous_stage_entered_at"]
-    trigger = document["trigger"]
+    evidence = document["trigger"]  # the wire's name for it
     return StageChange(
         customer_id=document["customer_id"],
         cycle=document["cycle"],
@@ -72,10 +72,10 @@ def stage_change_from_document(document: dict[str, Any]) -> StageChange:
         to_stage=document["to_stage"],
         changed_at=_parse(document["changed_at"]),
         previous_stage_entered_at=None if previous is None else _parse(previous),
-        trigger=TriggerRef(trigger["event_id"], trigger["topic"], trigger["type"]),
+        evidence=EventRef(evidence["event_id"], evidence["topic"], evidence["type"]),
         model_name=document["model"]["name"],
         model_version=document["model"]["version"],
-        caused_by=trigger["event_id"],
+        caused_by=evidence["event_id"],
         late=document["late"],
     )
 
@@ -110,7 +110,7 @@ def encode_stage_change(change: StageChange, source: str) -> Record:
 def trigger_document(trigger: TriggerFired) -> dict[str, Any]:
     return {
         "id": trigger.id,
-        "trigger": trigger.trigger,
+        "trigger": trigger.rule,
         "customer_id": trigger.customer_id,
         "cycle": trigger.cycle,
         "occurrence": trigger.occurrence,
@@ -129,7 +129,7 @@ def trigger_from_document(document: dict[str, Any]) -> TriggerFired:
     can check an id against its document.
     """
     return TriggerFired(
-        trigger=document["trigger"],
+        rule=document["trigger"],
         customer_id=document["customer_id"],
         cycle=document["cycle"],
         occurrence=document["occurrence"],

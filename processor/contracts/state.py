@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from processor.engine import CustomerState, StageChange, SupportContact, TriggerRef
+from processor.engine import CustomerState, EventRef, StageChange, SupportContact
 from processor.engine.triggers import Fired, Timer, TriggerFired, TriggerState
 from processor.engine.vocabulary import MergedStageChange
 
@@ -46,7 +46,7 @@ def _time(value: str | None) -> datetime | None:
 
 
 def _change_row(change: StageChange) -> list[Any]:
-    t = change.trigger
+    t = change.evidence
     return [
         change.cycle,
         change.sequence,
@@ -94,7 +94,7 @@ def _change_from_row(customer_id: str, row: list[Any]) -> StageChange:
         "to_stage": to_stage,
         "changed_at": datetime.fromisoformat(changed_at),
         "previous_stage_entered_at": _time(prev),
-        "trigger": TriggerRef(event_id, topic, etype),
+        "evidence": EventRef(event_id, topic, etype),
         "model_name": mn,
         "model_version": mv,
         "caused_by": by,
@@ -113,7 +113,7 @@ def _triggers_doc(state: TriggerState) -> dict[str, Any] | None:
         "fired": [[f.rule, f.cycle, f.count, f.last_at] for f in state.fired],
         "recent": [
             [
-                t.trigger,
+                t.rule,
                 t.cycle,
                 t.occurrence,
                 t.stage,
@@ -143,7 +143,7 @@ def _triggers_from(customer_id: str, doc: dict[str, Any] | None) -> TriggerState
         ),
         recent=tuple(
             TriggerFired(
-                trigger=name,
+                rule=name,
                 customer_id=customer_id,
                 cycle=cycle,
                 occurrence=occurrence,
@@ -363,9 +363,9 @@ def _body(state: CustomerState) -> tuple[list[Any], list[Any]]:
             t(c.to_stage),
             tt(c.changed_at),
             mt(c.previous_stage_entered_at),
-            t(c.trigger.event_id),
-            t(c.trigger.topic),
-            t(c.trigger.type),
+            t(c.evidence.event_id),
+            t(c.evidence.topic),
+            t(c.evidence.type),
             t(c.model_name),
             t(c.model_version),
             t(c.caused_by),
@@ -393,7 +393,7 @@ def _body(state: CustomerState) -> tuple[list[Any], list[Any]]:
     fired = [[t(f.rule), f.cycle, f.count, tt(f.last_at)] for f in trig.fired]
     fired_recent = [
         [
-            t(r.trigger),
+            t(r.rule),
             r.cycle,
             r.occurrence,
             t(r.stage),
@@ -492,7 +492,7 @@ def _decode_v2(raw: bytes) -> CustomerState:
             fired=tuple(Fired(atoms[r], c, n, atoms[at]) for r, c, n, at in fired),
             recent=tuple(
                 TriggerFired(
-                    trigger=atoms[f[0]],
+                    rule=atoms[f[0]],
                     customer_id=customer_id,
                     cycle=f[1],
                     occurrence=f[2],
@@ -522,7 +522,7 @@ def _v2_change(
         "to_stage": atoms[c[3]],
         "changed_at": atoms[c[4]],
         "previous_stage_entered_at": maybe(c[5]),
-        "trigger": TriggerRef(atoms[c[6]], atoms[c[7]], atoms[c[8]]),
+        "evidence": EventRef(atoms[c[6]], atoms[c[7]], atoms[c[8]]),
         "model_name": atoms[c[9]],
         "model_version": atoms[c[10]],
         "caused_by": atoms[c[11]],

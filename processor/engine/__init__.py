@@ -21,6 +21,7 @@ from processor.engine.vocabulary import (
     ChunkSealed,
     CustomerState,
     Event,
+    EventRef,
     Outcome,
     Output,
     Source,
@@ -28,7 +29,6 @@ from processor.engine.vocabulary import (
     StageChange,
     Step,
     SupportContact,
-    TriggerRef,
     stage_change_id,
 )
 
@@ -41,6 +41,7 @@ __all__ = [
     "CustomerState",
     "DefinitionError",
     "Event",
+    "EventRef",
     "FixedEvidence",
     "JourneyModel",
     "Outcome",
@@ -51,7 +52,6 @@ __all__ = [
     "StageChange",
     "Step",
     "SupportContact",
-    "TriggerRef",
     "apply",
     "load_model",
     "parse_duration",

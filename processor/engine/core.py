@@ -44,12 +44,12 @@ from processor.engine.vocabulary import (
     ChunkSealed,
     CustomerState,
     Event,
+    EventRef,
     Output,
     Stage,
     StageChange,
     Step,
     SupportContact,
-    TriggerRef,
 )
 
 _new_step = tuple.__new__
@@ -177,7 +177,7 @@ def _apply_general(
             event.properties,
         )
 
-    trigger = TriggerRef(event.event_id, event.topic, event.type)
+    ref = EventRef(event.event_id, event.topic, event.type)
     if state is None:
         fresh = CustomerState(
             customer_id=event.customer_id,
@@ -190,13 +190,11 @@ def _apply_general(
             applied_count=0,
             last_support=support,
         )
-        fresh, first = _move(
-            fresh, target, event.occurred_at, trigger, model, cycle=1, late=event.late
-        )
+        fresh, first = _move(fresh, target, event.occurred_at, ref, model, cycle=1, late=event.late)
         fresh, fired = _triggers(None, fresh, (first,), event, target, model)
         return _remember(fresh, event, (first, *fired))
 
-    moved, changes = _transition(state, event, target, trigger, model, support is None)
+    moved, changes = _transition(state, event, target, ref, model, support is None)
     if support is not None and (
         moved.last_support is None or support.occurred_at > moved.last_support.occurred_at
     ):
@@ -272,7 +270,7 @@ def _triggers(
     for change in changes:
         if (
             contact is not None
-            and change.trigger.event_id == contact.event_id != event.event_id
+            and change.evidence.event_id == contact.event_id != event.event_id
             and change.to_stage == contact.after_purchase
         ):
             judged.append((contact.as_event(after.customer_id), change.to_stage))
@@ -291,7 +289,7 @@ def _transition(
     state: CustomerState,
     event: Event,
     target: Stage,
-    trigger: TriggerRef,
+    evidence: EventRef,
     model: JourneyModel,
     may_start_cycle: bool,
 ) -> tuple[CustomerState, tuple[StageChange, ...]]:
@@ -305,7 +303,7 @@ def _transition(
     past_purchase = rank[state.stage] >= model.purchase_rank
     if target == model.purchase_stage:
         cycle = state.cycle + 1 if past_purchase else state.cycle
-        moved, change = _move(state, target, at, trigger, model, cycle=cycle, late=event.late)
+        moved, change = _move(state, target, at, evidence, model, cycle=cycle, late=event.late)
         # An older order arriving late still counts as a repeat purchase, but the later
         # purchase stays the anchor that support contacts and rule 3b compare with.
         latest = at if state.purchase_at is None else max(at, state.purchase_at)
@@ -315,11 +313,13 @@ def _transition(
         if not may_start_cycle or at <= anchor + model.new_cycle_after:
             return state, ()
         moved, change = _move(
-            state, target, at, trigger, model, cycle=state.cycle + 1, late=event.late
+            state, target, at, evidence, model, cycle=state.cycle + 1, late=event.late
         )
         return replace(moved, purchase_at=None), (change,)
     if rank[target] > rank[state.stage]:
-        moved, change = _move(state, target, at, trigger, model, cycle=state.cycle, late=event.late)
+        moved, change = _move(
+            state, target, at, evidence, model, cycle=state.cycle, late=event.late
+        )
         return moved, (change,)
     return state, ()
 
@@ -341,12 +341,12 @@ def _after_purchase(
         or model.rank[contact.after_purchase] <= model.rank[state.stage]
     ):
         return state, changes
-    trigger = TriggerRef(contact.event_id, contact.topic, contact.type)
+    evidence = EventRef(contact.event_id, contact.topic, contact.type)
     moved, change = _move(
         state,
         contact.after_purchase,
         contact.occurred_at,
-        trigger,
+        evidence,
         model,
         cycle=state.cycle,
         caused_by=changes[-1].caused_by,
@@ -359,7 +359,7 @@ def _move(
     state: CustomerState,
     target: Stage,
     at: datetime,
-    trigger: TriggerRef,
+    evidence: EventRef,
     model: JourneyModel,
     *,
     cycle: int,
@@ -375,10 +375,10 @@ def _move(
         to_stage=target,
         changed_at=at,
         previous_stage_entered_at=None if first else state.stage_entered_at,
-        trigger=trigger,
+        evidence=evidence,
         model_name=model.name,
         model_version=model.version,
-        caused_by=trigger.event_id if caused_by is None else caused_by,
+        caused_by=evidence.event_id if caused_by is None else caused_by,
         late=late,
     )
     recent = (*state.recent_changes, change)[-RECENT_CHANGES:]

@@ -36,7 +36,7 @@ exactly as it would on that union (tests/engine/test_identity.py). Field by fiel
   of the customer's chunks leave the window.
 * ``sequence``: the customer's continues. If the merge moves the customer (stage
   or cycle), it emits one :class:`MergedStageChange` (``merged_from``: the anonymous id),
-  triggered and caused by the identify event. The anonymous side's own changes
+  with the identify event as its evidence and cause. The anonymous side's own changes
   stay its own (they carry its id); the customer's recent changes are kept.
 * triggers: firing counts of the merged cycle take the maximum per rule, so a rule
   that fired on either side does not fire again (unless it repeats); armed timers
@@ -69,12 +69,12 @@ from processor.engine.vocabulary import (
     ChunkSealed,
     CustomerState,
     Event,
+    EventRef,
     MergedStageChange,
     Outcome,
     Stage,
     StageChange,
     SupportContact,
-    TriggerRef,
 )
 
 
@@ -121,7 +121,7 @@ def merge(
     model: JourneyModel,
     *,
     into: str,
-    via: TriggerRef,
+    via: EventRef,
     b_sealed: Sequence[Sequence[str]] = (),
 ) -> Merged:
     """Merge the anonymous state ``b`` into the customer ``into``'s state ``a``.
@@ -254,7 +254,7 @@ def _change(
     cycle: int,
     stage: Stage,
     entered: datetime,
-    via: TriggerRef,
+    via: EventRef,
     anonymous_id: str,
     model: JourneyModel,
 ) -> StageChange:
@@ -267,7 +267,7 @@ def _change(
         to_stage=stage,
         changed_at=entered,
         previous_stage_entered_at=None if first else base.stage_entered_at,
-        trigger=via,
+        evidence=via,
         model_name=model.name,
         model_version=model.version,
         caused_by=via.event_id,
@@ -326,7 +326,7 @@ class IdentityMerged(msgspec.Struct, frozen=True):
 
     anonymous_id: str
     customer_id: str
-    identify: TriggerRef
+    identify: EventRef
     identified_at: datetime
     model_name: str
     model_version: str
@@ -345,7 +345,7 @@ def identity_merged(event: Event, model: JourneyModel) -> IdentityMerged:
     return IdentityMerged(
         anonymous_id=event.anonymous_id,
         customer_id=event.customer_id,
-        identify=TriggerRef(event.event_id, event.topic, event.type),
+        identify=EventRef(event.event_id, event.topic, event.type),
         identified_at=event.occurred_at,
         model_name=model.name,
         model_version=model.version,

@@ -69,7 +69,8 @@ class Fired(msgspec.Struct, frozen=True, gc=False):
 class TriggerFired(msgspec.Struct, frozen=True, gc=False):
     """A trigger for marketing automation; the unit of output on ``journey.triggers``."""
 
-    trigger: str
+    rule: str
+    """The trigger rule that fired (``trigger`` on the wire)."""
     customer_id: str
     cycle: int
     occurrence: int
@@ -104,7 +105,7 @@ def trigger_id(fired: TriggerFired) -> str:
     event time or derived from the input, so a replay gives the same content.
     """
     content = (
-        fired.trigger,
+        fired.rule,
         fired.customer_id,
         fired.cycle,
         fired.occurrence,
@@ -165,8 +166,11 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     identify event, which links the anonymous id to the customer (see identity.py)."""
 
 
-class TriggerRef(msgspec.Struct, frozen=True, gc=False):
-    """The event that caused a stage change."""
+class EventRef(msgspec.Struct, frozen=True, gc=False):
+    """An input event by id, topic and type: the evidence a stage change rests on.
+
+    The stage-change contract calls it ``trigger``; in the code a trigger is
+    only ever a marketing trigger (:class:`TriggerFired`, fired by a rule)."""
 
     event_id: str
     topic: str
@@ -183,12 +187,13 @@ class StageChange(msgspec.Struct, frozen=True, gc=False):
     to_stage: Stage
     changed_at: datetime
     previous_stage_entered_at: datetime | None
-    trigger: TriggerRef
+    evidence: EventRef
+    """The input event the move rests on (``trigger`` on the wire)."""
     model_name: str
     model_version: str
     caused_by: str
-    """The applied event that produced this change; usually the trigger, but a purchase can
-    also produce a post-purchase change triggered by an earlier support contact."""
+    """The applied event that produced this change; usually the evidence, but a purchase can
+    also produce a post-purchase change whose evidence is an earlier support contact."""
     late: bool = False
     """Caused by an event that arrived after the event-time clock had passed it."""
 
@@ -204,7 +209,7 @@ class MergedStageChange(StageChange, frozen=True, kw_only=True):
     A subclass rather than an optional field, so that every other change and every
     stored state encodes byte for byte as before. Its id is a v2 content id like any
     other (recomputable from the stage-change.v2 document; the identify event as its
-    trigger keeps it apart); the anonymous id travels in the ``ce_journeymergedfrom``
+    evidence keeps it apart); the anonymous id travels in the ``ce_journeymergedfrom``
     header."""
 
     merged_from: str
@@ -229,9 +234,9 @@ def stage_change_id(change: StageChange) -> str:
         change.to_stage,
         change.changed_at.astimezone(UTC).isoformat(),
         None if previous is None else previous.astimezone(UTC).isoformat(),
-        change.trigger.event_id,
-        change.trigger.topic,
-        change.trigger.type,
+        change.evidence.event_id,
+        change.evidence.topic,
+        change.evidence.type,
         change.model_name,
         change.model_version,
         change.late,

@@ -26,7 +26,7 @@ from processor.contracts.outputs import (
     stage_change_from_document,
 )
 from processor.contracts.state import decode_state, encode_state
-from processor.engine import CustomerState, Event, StageChange, TriggerRef, apply, load_model
+from processor.engine import CustomerState, Event, EventRef, StageChange, apply, load_model
 from processor.engine.identity import IdentityMerged, identity_merged, merge
 from processor.engine.ordering import Arrival, Mark
 from processor.engine.vocabulary import MergedStageChange
@@ -139,7 +139,7 @@ def _merged_state() -> tuple[CustomerState, MergedStageChange]:
     b = apply(
         None, Event("b1", "anon", "clickstream", "journey.clickstream", "add_to_cart", t0), MODEL
     )
-    via = TriggerRef("login-1", "journey.clickstream", "identify")
+    via = EventRef("login-1", "journey.clickstream", "identify")
     merged = merge(a.state, b.state, MODEL, into="c", via=via)
     (change,) = merged.changes
     assert isinstance(change, MergedStageChange) and merged.state is not None
@@ -190,7 +190,7 @@ def test_merge_messages_validate_and_round_trip(with_state: bool) -> None:
     message = MergeMessage(
         customer_id="c",
         anonymous_id="anon",
-        identify=TriggerRef("login-1", "journey.clickstream", "identify"),
+        identify=EventRef("login-1", "journey.clickstream", "identify"),
         identified_at=datetime(2026, 3, 2, 8, tzinfo=UTC),
         state=state if with_state else None,
         chunks=(("e1", "e2"), ("e3",)),

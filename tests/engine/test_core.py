@@ -18,12 +18,12 @@ from processor.engine import (
     ChunkSealed,
     CustomerState,
     Event,
+    EventRef,
     FixedEvidence,
     Output,
     RelativeEvidence,
     StageChange,
     Step,
-    TriggerRef,
     apply,
     load_model,
     parse_model,
@@ -67,8 +67,8 @@ def all_changes(steps: Iterable[Step]) -> list[StageChange]:
     return [c for step in steps for c in changes(step.outputs)]
 
 
-def trigger(event: Event) -> TriggerRef:
-    return TriggerRef(event.event_id, event.topic, event.type)
+def ref(event: Event) -> EventRef:
+    return EventRef(event.event_id, event.topic, event.type)
 
 
 # --------------------------------------------------------------------------- rule 1
@@ -101,7 +101,7 @@ def test_first_evidence_creates_state_at_that_stage_in_cycle_1():
         to_stage="information_search",
         changed_at=event.occurred_at,
         previous_stage_entered_at=None,
-        trigger=trigger(event),
+        evidence=ref(event),
         model_name="buying-process",
         model_version="1",
         caused_by=event.event_id,
@@ -143,7 +143,7 @@ def test_first_evidence_a_support_contact_is_evaluation_and_remembered():
     assert state.last_support.event_id == contact.event_id
     assert state.last_support.occurred_at == contact.occurred_at
     assert state.last_support.after_purchase == "post_purchase"
-    assert changes(outputs)[0].trigger == trigger(contact)
+    assert changes(outputs)[0].evidence == ref(contact)
 
 
 def test_stage_change_id_is_a_deterministic_uuid5_of_the_whole_change():
@@ -160,7 +160,7 @@ def test_stage_change_id_is_a_deterministic_uuid5_of_the_whole_change():
         ("to_stage", "evaluation"),
         ("changed_at", at(1)),
         ("previous_stage_entered_at", at(-1)),
-        ("trigger", TriggerRef("other", change.trigger.topic, change.trigger.type)),
+        ("evidence", EventRef("other", change.evidence.topic, change.evidence.type)),
         ("model_version", "2"),
         ("late", True),
     ]:
@@ -327,7 +327,7 @@ def test_support_after_the_purchase_is_post_purchase(event_type):
         "post_purchase",
         1,
     )
-    assert change.trigger == trigger(contact)
+    assert change.evidence == ref(contact)
     assert change.caused_by == contact.event_id
     assert change.changed_at == contact.occurred_at
     assert change.previous_stage_entered_at == order.occurred_at
@@ -359,7 +359,7 @@ def test_support_arriving_before_the_purchase_it_postdates_ends_in_post_purchase
         to_stage="purchase",
         changed_at=order.occurred_at,
         previous_stage_entered_at=contact.occurred_at,
-        trigger=trigger(order),
+        evidence=ref(order),
         model_name=MODEL.name,
         model_version=MODEL.version,
         caused_by=order.event_id,
@@ -372,7 +372,7 @@ def test_support_arriving_before_the_purchase_it_postdates_ends_in_post_purchase
         to_stage="post_purchase",
         changed_at=contact.occurred_at,
         previous_stage_entered_at=order.occurred_at,
-        trigger=trigger(contact),
+        evidence=ref(contact),
         model_name=MODEL.name,
         model_version=MODEL.version,
         caused_by=order.event_id,
@@ -402,7 +402,7 @@ def test_the_latest_support_contact_decides_whatever_the_arrival_order():
     state, steps = run([late, early, order])
 
     assert state.stage == "post_purchase"
-    assert all_changes(steps)[-1].trigger == trigger(late)
+    assert all_changes(steps)[-1].evidence == ref(late)
     assert state.last_support.event_id == late.event_id
 
 
@@ -480,7 +480,7 @@ def test_repeat_order_starts_a_new_cycle_at_purchase(at_post_purchase):
     assert (change.from_stage, change.to_stage) == (before.stage, "purchase")
     assert change.sequence == before.sequence + 1
     assert change.previous_stage_entered_at == before.stage_entered_at
-    assert change.trigger == trigger(repeat)
+    assert change.evidence == ref(repeat)
     assert (state.cycle, state.stage, state.purchase_at) == (2, "purchase", repeat.occurred_at)
 
 
@@ -592,7 +592,7 @@ def test_sequences_and_stages_chain_across_cycles():
     ]
     for event, change in zip(events, got, strict=True):
         assert change.changed_at == event.occurred_at
-        assert change.trigger == trigger(event)
+        assert change.evidence == ref(event)
         assert change.caused_by == event.event_id
         assert change.id == stage_change_id(change)
     assert got[0].previous_stage_entered_at is None

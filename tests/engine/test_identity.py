@@ -24,10 +24,10 @@ from processor.engine import (
     CustomerState,
     DefinitionError,
     Event,
+    EventRef,
     JourneyModel,
     StageChange,
     Step,
-    TriggerRef,
     apply,
     load_model,
     parse_model,
@@ -97,7 +97,7 @@ class Party:
 
     def absorb(self, other: Party, via: str) -> Merged:
         """Merge ``other`` (the anonymous id) into this party, as the shell would."""
-        ref = TriggerRef(via, "journey.clickstream", "identify")
+        ref = EventRef(via, "journey.clickstream", "identify")
         if self.state is not None and any(via in ids for ids in self.sealed.values()):
             step = reemit(self.state, via)
             changes = tuple(o for o in step.outputs if isinstance(o, StageChange))
@@ -191,7 +191,7 @@ def test_a_merge_is_the_union_of_both_histories_within_one_cycle(histories):
         assert isinstance(change, MergedStageChange)
         assert change.merged_from == "anon-1"
         assert change.customer_id == CUSTOMER
-        assert change.caused_by == change.trigger.event_id == "identify-1"
+        assert change.caused_by == change.evidence.event_id == "identify-1"
         assert change.sequence == (0 if a_before is None else a_before.sequence) + 1
         assert change.from_stage == (None if a_before is None else a_before.stage)
         assert change.id == stage_change_id(change)
@@ -262,7 +262,7 @@ def test_events_after_a_merge_land_as_on_the_union(histories):
 @given(one_cycle())
 def test_merging_nothing_changes_nothing(events):
     a = Party(CUSTOMER, FULL).run(events)
-    ref = TriggerRef("identify-1", "journey.clickstream", "identify")
+    ref = EventRef("identify-1", "journey.clickstream", "identify")
     assert merge(a.state, None, FULL, into=CUSTOMER, via=ref) == (
         a.state,
         (),
@@ -351,7 +351,7 @@ def test_without_the_sealed_chunks_the_open_chunk_still_has_its_length():
         ev("clickstream", "page_view", T0 + timedelta(minutes=i), f"b{i}") for i in range(45)
     )
     assert b.state is not None
-    ref = TriggerRef("identify-1", "journey.clickstream", "identify")
+    ref = EventRef("identify-1", "journey.clickstream", "identify")
     merged = merge(None, b.state, STAGES, into=CUSTOMER, via=ref)  # no chunks passed
     assert merged.state is not None
     assert len(merged.state.recent_event_ids) == 46 % DEDUPE_CHUNK
@@ -394,11 +394,11 @@ def test_no_trigger_fires_twice_because_of_a_merge(histories, a_tick, b_tick):
     step = fire_due(a.state, FAR, "tick-far", FULL)
     rules = {r.name: r for r in FULL.triggers}
     after = [o for o in step.outputs if isinstance(o, TriggerFired)]
-    assert len({f.trigger for f in after}) == len(after)
+    assert len({f.rule for f in after}) == len(after)
     for fired in after:
-        if rules[fired.trigger].repeat:
+        if rules[fired.rule].repeat:
             continue
-        earlier = [f for f in fired_before if (f.trigger, f.cycle) == (fired.trigger, fired.cycle)]
+        earlier = [f for f in fired_before if (f.rule, f.cycle) == (fired.rule, fired.cycle)]
         assert earlier == [], (fired, earlier)
     assert fire_due(step.state, FAR, "tick-far-2", FULL).outputs == ()
 
@@ -415,16 +415,16 @@ def test_an_armed_anonymous_timer_moves_to_the_customer_and_fires_once():
     step = fire_due(a.state, T0 + timedelta(hours=2), "tick-1", FULL)
     (fired,) = step.outputs
     assert isinstance(fired, TriggerFired)
-    assert (fired.trigger, fired.customer_id) == ("cart_abandoned", CUSTOMER)
+    assert (fired.rule, fired.customer_id) == ("cart_abandoned", CUSTOMER)
     later = fire_due(step.state, FAR, "tick-2", FULL).outputs
-    assert [f.trigger for f in later if isinstance(f, TriggerFired)] == ["stalled_in_evaluation"]
+    assert [f.rule for f in later if isinstance(f, TriggerFired)] == ["stalled_in_evaluation"]
 
 
 def test_a_rule_fired_anonymously_does_not_fire_again_for_the_customer():
     b = Party("anon-1", FULL).run([ev("clickstream", "checkout_started", T0, "b1")])
     assert b.state is not None
     tick = fire_due(b.state, T0 + timedelta(hours=2), "tick-b", FULL)
-    assert [f.trigger for f in tick.outputs if isinstance(f, TriggerFired)] == ["cart_abandoned"]
+    assert [f.rule for f in tick.outputs if isinstance(f, TriggerFired)] == ["cart_abandoned"]
     b.state = tick.state
     later = T0 + timedelta(minutes=90)
     a = Party(CUSTOMER, FULL).run([ev("clickstream", "checkout_started", later, "a1")])
@@ -432,7 +432,7 @@ def test_a_rule_fired_anonymously_does_not_fire_again_for_the_customer():
     assert a.state is not None
     assert "cart_abandoned" in [t.rule for t in a.state.triggers.timers]  # a's own, moved on
     step = fire_due(a.state, T0 + timedelta(hours=3), "tick-a", FULL)
-    assert "cart_abandoned" not in [f.trigger for f in step.outputs if isinstance(f, TriggerFired)]
+    assert "cart_abandoned" not in [f.rule for f in step.outputs if isinstance(f, TriggerFired)]
 
 
 # --------------------------------------------------------------------------- model and events
@@ -638,7 +638,7 @@ def test_a_replayed_merge_without_the_anonymous_state_is_a_duplicate(histories):
     a_events, b_events = histories
     customer = Party(CUSTOMER, FULL).run(a_events)
     anon = Party("anon-1", FULL).run(b_events)
-    ref = TriggerRef("login-1", "journey.clickstream", "identify")
+    ref = EventRef("login-1", "journey.clickstream", "identify")
     first = merge(customer.state, anon.state, FULL, into=CUSTOMER, via=ref, b_sealed=anon.chunks())
     if first.outcome != "applied":
         return  # nothing was merged: nothing to repeat

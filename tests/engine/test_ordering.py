@@ -287,7 +287,7 @@ class Outcome:
     def chains(self) -> dict[str, list[tuple[object, ...]]]:
         return {
             c: [
-                (x.from_stage, x.to_stage, x.cycle, x.sequence, x.changed_at, x.trigger)
+                (x.from_stage, x.to_stage, x.cycle, x.sequence, x.changed_at, x.evidence)
                 for x in changes
             ]
             for c, changes in self.changes.items()
@@ -297,7 +297,7 @@ class Outcome:
         return {c: (s.stage, s.cycle, s.sequence) for c, s in self.states.items() if s is not None}
 
     def triggers(self) -> dict[str, list[tuple[object, ...]]]:
-        return {c: [(t.trigger, t.cycle, t.fired_at) for t in f] for c, f in self.fired.items()}
+        return {c: [(t.rule, t.cycle, t.fired_at) for t in f] for c, f in self.fired.items()}
 
 
 def run(scenario: Scenario, max_held: int = 10**6) -> Outcome:

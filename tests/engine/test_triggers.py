@@ -76,7 +76,7 @@ def all_fired(steps: Iterable[Step]) -> list[TriggerFired]:
 
 
 def names(steps: Iterable[Step]) -> list[str]:
-    return [t.trigger for t in all_fired(steps)]
+    return [t.rule for t in all_fired(steps)]
 
 
 def timer(state: CustomerState | None, rule: str) -> Timer | None:
@@ -87,7 +87,7 @@ def timer(state: CustomerState | None, rule: str) -> Timer | None:
 def expected_id(t: TriggerFired) -> str:
     """trigger.v2: a UUIDv5 of the whole content, spelled out here independently."""
     content = (
-        t.trigger,
+        t.rule,
         t.customer_id,
         t.cycle,
         t.occurrence,
@@ -106,7 +106,7 @@ V1_NAMESPACE = uuid.UUID("9d3e3c8a-4a1b-5c2e-8f61-747269676772")
 
 
 def v1_id(t: TriggerFired) -> str:
-    key = f"{t.customer_id}\n{t.trigger}\n{t.cycle}\n{t.occurrence}"
+    key = f"{t.customer_id}\n{t.rule}\n{t.cycle}\n{t.occurrence}"
     return str(uuid.uuid5(V1_NAMESPACE, key))
 
 
@@ -124,7 +124,7 @@ def test_sales_assist_fires_on_entering_evaluation():
 
     assert names(steps[:1]) == []
     [signal] = all_fired(steps[1:])
-    assert signal.trigger == "sales_assist"
+    assert signal.rule == "sales_assist"
     assert signal.customer_id == CUSTOMER
     assert signal.cycle == 1
     assert signal.occurrence == 1
@@ -160,7 +160,7 @@ def test_sales_assist_fires_once_per_cycle_and_again_in_the_next_cycle():
     state, steps = run(events)
 
     assert state is not None and state.cycle == 2
-    assists = [t for t in all_fired(steps) if t.trigger == "sales_assist"]
+    assists = [t for t in all_fired(steps) if t.rule == "sales_assist"]
     assert [(t.cycle, t.occurrence, t.caused_by) for t in assists] == [
         (1, 1, events[0].event_id),
         (2, 1, events[6].event_id),
@@ -191,7 +191,7 @@ def test_repeat_purchase_fires_on_a_repeat_order_in_cycle_2():
     assert state is not None and state.cycle == 2
     assert names(steps[:1]) == ["purchase_completed"]
     second_fired = all_fired(steps[1:])
-    assert sorted(t.trigger for t in second_fired) == ["purchase_completed", "repeat_purchase"]
+    assert sorted(t.rule for t in second_fired) == ["purchase_completed", "repeat_purchase"]
     assert all(t.cycle == 2 and t.occurrence == 1 for t in second_fired)
     assert all(t.evidence == (second.event_id,) for t in second_fired)
 
@@ -201,7 +201,7 @@ def test_repeat_purchase_fires_in_cycle_3_too():
 
     _, steps = run(orders)
 
-    repeats = [t for t in all_fired(steps) if t.trigger == "repeat_purchase"]
+    repeats = [t for t in all_fired(steps) if t.rule == "repeat_purchase"]
     assert [t.cycle for t in repeats] == [2, 3]
 
 
@@ -232,7 +232,7 @@ def test_churn_risk_fires_on_a_complaint_in_post_purchase():
     state, steps = run([complaint], state)
 
     assert state is not None and state.stage == "post_purchase"
-    churn = [t for t in all_fired(steps) if t.trigger == "churn_risk"]
+    churn = [t for t in all_fired(steps) if t.rule == "churn_risk"]
     assert len(churn) == 1
     assert churn[0].stage == "post_purchase"
     assert churn[0].evidence == (complaint.event_id,)
@@ -287,7 +287,7 @@ def test_churn_risk_fires_on_a_post_purchase_complaint_arriving_before_the_order
     state, steps = run(events)
 
     assert state is not None and state.stage == "post_purchase"
-    churn = [t for t in all_fired(steps) if t.trigger == "churn_risk"]
+    churn = [t for t in all_fired(steps) if t.rule == "churn_risk"]
     assert [t.evidence for t in churn] == [(complaint.event_id,)]
 
 
@@ -304,7 +304,7 @@ def test_churn_risk_fires_at_most_once_per_cycle_and_again_in_the_next():
 
     _, steps = run(events, state)
 
-    churn = [t for t in all_fired(steps) if t.trigger == "churn_risk"]
+    churn = [t for t in all_fired(steps) if t.rule == "churn_risk"]
     assert [(t.cycle, t.occurrence, t.evidence) for t in churn] == [
         (1, 1, (events[0].event_id,)),
         (2, 1, (events[4].event_id,)),
@@ -329,7 +329,7 @@ def test_cart_abandoned_fires_at_the_deadline():
 
     assert step.outcome == "applied"
     [signal] = fired(step.outputs)
-    assert signal.trigger == "cart_abandoned"
+    assert signal.rule == "cart_abandoned"
     assert signal.fired_at == deadline
     assert signal.evidence == (checkout.event_id,)
     assert signal.caused_by == "tick-1"
@@ -384,7 +384,7 @@ def test_an_order_that_occurred_before_the_checkout_does_not_cancel_it():
     deadline = checkout.occurred_at + timedelta(hours=1)
     assert timer(state, "cart_abandoned") == Timer("cart_abandoned", deadline, checkout.event_id)
     step = fire_due(state, deadline, "tick-1", MODEL)
-    [signal] = [t for t in fired(step.outputs) if t.trigger == "cart_abandoned"]
+    [signal] = [t for t in fired(step.outputs) if t.rule == "cart_abandoned"]
     assert signal.evidence == (checkout.event_id,)
 
 
@@ -417,7 +417,7 @@ def test_a_second_checkout_re_arms_cart_abandoned_to_the_later_deadline():
     assert early.state is not None
 
     late = fire_due(early.state, later_deadline, "tick-2", MODEL)
-    [signal] = [t for t in fired(late.outputs) if t.trigger == "cart_abandoned"]
+    [signal] = [t for t in fired(late.outputs) if t.rule == "cart_abandoned"]
     assert signal.fired_at == later_deadline
     assert signal.evidence == (second.event_id,)
 
@@ -469,7 +469,7 @@ def test_stalled_in_evaluation_fires_at_the_deadline_when_still_in_evaluation():
     step = fire_due(state, deadline + timedelta(hours=5), "tick-1", MODEL)
 
     [signal] = fired(step.outputs)
-    assert signal.trigger == "stalled_in_evaluation"
+    assert signal.rule == "stalled_in_evaluation"
     assert signal.fired_at == deadline
     assert signal.evidence == (cart.event_id,)
     assert signal.stage == "evaluation"
@@ -532,7 +532,7 @@ def test_winback_fires_at_the_deadline_when_silent():
     step = fire_due(state, deadline, "t1", MODEL)
 
     [signal] = fired(step.outputs)
-    assert signal.trigger == "winback"
+    assert signal.rule == "winback"
     assert signal.fired_at == deadline
     assert signal.evidence == (contact.event_id,)
     assert signal.stage == "post_purchase"
@@ -614,7 +614,7 @@ def test_replaying_an_event_re_emits_the_identical_trigger():
     complaint = ev("complaint", at(2))
     step = apply(state, complaint, MODEL)
     original = fired(step.outputs)
-    assert "churn_risk" in [t.trigger for t in original]
+    assert "churn_risk" in [t.rule for t in original]
     assert step.state is not None
 
     again = apply(step.state, complaint, MODEL)
@@ -635,7 +635,7 @@ def test_replay_re_emits_stage_changes_and_triggers_together():
     dup = reemit(state, order.event_id)
 
     assert dup.outputs == steps[1].outputs
-    assert [t.trigger for t in fired(dup.outputs)] == ["purchase_completed"]
+    assert [t.rule for t in fired(dup.outputs)] == ["purchase_completed"]
     assert any(isinstance(o, StageChange) for o in dup.outputs)
 
 
@@ -645,7 +645,7 @@ def test_fire_due_with_the_same_tick_re_emits_and_a_new_tick_fires_nothing():
     assert state is not None
     first = fire_due(state, at(0, hours=1), "tick-1", MODEL)
     assert first.outcome == "applied"
-    assert [t.trigger for t in fired(first.outputs)] == ["cart_abandoned"]
+    assert [t.rule for t in fired(first.outputs)] == ["cart_abandoned"]
     assert first.state is not None
 
     same = fire_due(first.state, at(0, hours=1), "tick-1", MODEL)
@@ -681,7 +681,7 @@ def test_trigger_ids_are_deterministic_and_differ_across_customers_and_cycles():
             ev("order_completed", at(3), customer=customer, event_id=f"{customer}-o2"),
         ]
         _, steps = run(events)
-        return [t for t in all_fired(steps) if t.trigger == "purchase_completed"]
+        return [t for t in all_fired(steps) if t.rule == "purchase_completed"]
 
     a1, a2 = orders("cust-a")
     b1, _ = orders("cust-b")
@@ -709,7 +709,7 @@ def _one_of_each_kind() -> list[TriggerFired]:
 
 
 CONTENT_CHANGES: dict[str, Any] = {
-    "trigger": "other_rule",
+    "rule": "other_rule",
     "customer_id": "cust-2",
     "cycle": 7,
     "occurrence": 2,
@@ -726,7 +726,7 @@ CONTENT_CHANGES: dict[str, Any] = {
 def test_every_content_field_changes_the_trigger_id(field: str) -> None:
     """Two different triggers never share an id (v2), whatever field tells them apart."""
     kinds = _one_of_each_kind()
-    assert {t.trigger for t in kinds} >= {"purchase_completed", "churn_risk", "cart_abandoned"}
+    assert {t.rule for t in kinds} >= {"purchase_completed", "churn_risk", "cart_abandoned"}
     for signal in kinds:
         changed = msgspec.structs.replace(signal, **{field: CONTENT_CHANGES[field]})
         assert getattr(changed, field) != getattr(signal, field)
@@ -759,7 +759,7 @@ def test_a_replay_re_emits_identical_ids_and_bytes() -> None:
     state, steps = run([ev("add_to_cart", at(-1), event_id="a1"), order, complaint])
     assert state is not None
     first = all_fired(steps)
-    assert [t.trigger for t in first] == ["sales_assist", "purchase_completed", "churn_risk"]
+    assert [t.rule for t in first] == ["sales_assist", "purchase_completed", "churn_risk"]
     recovered = decode_state(encode_state(state))
     replayed = [
         t
@@ -790,8 +790,8 @@ def test_a_history_started_again_after_lost_state_gets_new_trigger_ids() -> None
     for other content. v1 reissued the id; v2 does not."""
     before = fired(apply(None, ev("order_completed", at(0), event_id="o1"), MODEL).outputs)
     after = fired(apply(None, ev("order_completed", at(5), event_id="o9"), MODEL).outputs)
-    [b] = [t for t in before if t.trigger == "purchase_completed"]
-    [a] = [t for t in after if t.trigger == "purchase_completed"]
+    [b] = [t for t in before if t.rule == "purchase_completed"]
+    [a] = [t for t in after if t.rule == "purchase_completed"]
     assert (a.cycle, a.occurrence) == (b.cycle, b.occurrence) == (1, 1)
     assert v1_id(a) == v1_id(b)
     assert a.id != b.id
@@ -825,7 +825,7 @@ def test_a_repeating_rule_fires_again_only_after_its_cooldown():
 
     _, steps = run(events, model=model)
 
-    questions = [t for t in all_fired(steps) if t.trigger == "every_question"]
+    questions = [t for t in all_fired(steps) if t.rule == "every_question"]
     assert [t.caused_by for t in questions] == [
         events[1].event_id,
         events[4].event_id,
@@ -975,12 +975,12 @@ def histories(draw: st.DrawFn) -> list[Event]:
 
 
 def _at_most_once_per_cycle(signals: list[TriggerFired]) -> None:
-    keys = [(t.trigger, t.cycle) for t in signals]
+    keys = [(t.rule, t.cycle) for t in signals]
     assert len(keys) == len(set(keys)), keys
     assert all(t.occurrence == 1 for t in signals)
     ids = [t.id for t in signals]
     assert len(ids) == len(set(ids))
-    assert all(t.trigger in DEFAULT_RULES for t in signals)
+    assert all(t.rule in DEFAULT_RULES for t in signals)
 
 
 @settings(max_examples=300, deadline=None)

@@ -53,7 +53,7 @@ def chains_of(events: list[Event]) -> dict[str, Chain]:
                         out.cycle,
                         out.sequence,
                         out.changed_at.isoformat().replace("+00:00", "Z"),
-                        out.trigger.event_id,
+                        out.evidence.event_id,
                     )
                 )
     return dict(chains)

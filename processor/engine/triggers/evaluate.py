@@ -74,7 +74,7 @@ class Reactions:
         a purchase, judged again), or a new cycle while timers are armed is never quiet.
         """
         for change in changes:
-            if change.to_stage in self.stages or change.trigger.event_id != event.event_id:
+            if change.to_stage in self.stages or change.evidence.event_id != event.event_id:
                 return False
         if state.timers and previous_cycle != cycle:
             return False  # a new cycle drops every armed timer

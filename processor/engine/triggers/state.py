@@ -39,7 +39,7 @@ def _fired(
     caused_by: str,
 ) -> TriggerFired:
     return TriggerFired(
-        trigger=rule.name,
+        rule=rule.name,
         customer_id=ctx.customer_id,
         cycle=ctx.cycle,
         occurrence=occurrence,

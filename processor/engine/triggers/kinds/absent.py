@@ -60,7 +60,7 @@ class Absent(Kind):
                     entered = change  # the last entry counts
             if entered is not None:
                 timers[rule.name] = Timer(
-                    rule.name, entered.changed_at + rule.within, entered.trigger.event_id
+                    rule.name, entered.changed_at + rule.within, entered.evidence.event_id
                 )
             elif rule.until_activity:
                 armed = timers.get(rule.name)

@@ -23,7 +23,7 @@ class StageEntered(Kind):
                     rule,
                     change.changed_at,
                     f"entered {rule.stage} (cycle {change.cycle})",
-                    (change.trigger.event_id,),
+                    (change.evidence.event_id,),
                 )
 
     def stages(self, rule: TriggerRule) -> Iterable[str]:
