@@ -10,6 +10,7 @@ up, which releases whatever is still held.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -146,15 +147,27 @@ class Shell:
 
 
 def make_shell(
-    partitions: int = 4, limits: Limits | None = None, timers: TimerIndex | None = None
+    partitions: int = 4,
+    limits: Limits | None = None,
+    timers: TimerIndex | None = None,
+    *,
+    table: Callable[[str], DictTable] = lambda name: DictTable(),
+    sink: Callable[[str], Sink] = lambda name: Sink(),
 ) -> Shell:
+    """The shell on dict tables and list sinks; ``table`` and ``sink`` make others by name.
+
+    The internal topic (``events``) is a list sink whatever ``sink`` makes: its
+    bundles are applied in process (:meth:`Shell.pump`).
+    """
     model = load_model()
     metrics = Metrics()
-    states, chunks, order, aliases = DictTable(), DictTable(), DictTable(), DictTable()
+    states, chunks = table("customer-state"), table("dedupe-chunks")
+    order, aliases = table("event-order"), table("aliases")
     config = OrderingConfig(timedelta(seconds=2), 20_000, timedelta(seconds=300))
     clock = RouterClock(config, idle_timeout=1.0)
-    bundles, changes, triggers, dead_letters, erasures = Sink(), Sink(), Sink(), Sink(), Sink()
-    identities = Sink()
+    bundles = Sink()
+    changes, triggers = sink("stage-changes"), sink("triggers")
+    dead_letters, erasures, identities = sink("dead-letter"), sink("erasures"), sink("identities")
     counts = StageCounts()
     router = Router(
         model=model,

@@ -61,3 +61,23 @@ def test_the_benchmark_prints_a_full_table_on_3000_records() -> None:
     assert timed.group(3) == "equal" and timed.group(1) == timed.group(2), timed.group(0)
     assert int(timed.group(1).replace(",", "")) > 100, timed.group(0)
     assert re.search(r"state per customer .*: mean [\d,]+ B, median [\d,]+ B", out)
+
+
+def test_the_ceiling_experiment_runs_on_2000_records() -> None:
+    """``bench.ceiling`` (the shell on plain aiokafka and RocksDB) finishes and sends outputs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ceiling", "--events", "2000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    ceiling = re.search(
+        r"no second hop: [\d,]+/s \(\d\.\d{3}x of A\), [\d.]+ us CPU/event, ([\d,]+) stage changes",
+        out,
+    )
+    in_process = re.search(r"dict tables; ([\d,]+) stage changes", out)
+    assert ceiling is not None and in_process is not None, out
+    assert int(ceiling.group(1).replace(",", "")) > 100, ceiling.group(0)
