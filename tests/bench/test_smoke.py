@@ -22,16 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def test_the_benchmark_prints_a_full_table_on_3000_records() -> None:
+def run_module(*args: str, timeout: float) -> str:
+    """``python -m ARGS`` from the repository: its output, once it exited 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--events", "3000", "--quick", "--no-quix-row"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=280,
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
-    out = done.stdout
-    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_benchmark_prints_a_full_table_on_3000_records() -> None:
+    out = run_module("bench.run", "--events", "3000", "--quick", "--no-quix-row", timeout=280)
     assert "vs aiokafka" in out and "vs no-op" in out
     for name in (
         "engine: decode_event + apply",
@@ -65,15 +66,7 @@ def test_the_benchmark_prints_a_full_table_on_3000_records() -> None:
 
 def test_the_ceiling_experiment_runs_on_2000_records() -> None:
     """``bench.ceiling`` (the shell on plain aiokafka and RocksDB) finishes and sends outputs."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.ceiling", "--events", "2000"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
-    out = done.stdout
-    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    out = run_module("bench.ceiling", "--events", "2000", timeout=200)
     ceiling = re.search(
         r"no second hop: [\d,]+/s \(\d\.\d{3}x of A\), [\d.]+ us CPU/event, ([\d,]+) stage changes",
         out,
