@@ -62,6 +62,12 @@ of events released since the marker (``since``) is in the clock record too, so
 that it survives a rebalance: counted per owner, a partition that changes hands
 more often than it releases the bound's worth would never get a marker.
 
+A marker that does not reach down to offset 0 does not replace one that did: a
+session that started where no commit was known marks only its own range, and
+the embedded broker's groups can lose their commits again, so the older reach
+from 0 is kept beside it (``floor``) until a marker from 0 covers it again
+(chaos seed 2 saw a hot customer's first 1,615 events applied twice without it).
+
 A marker only vouches for the partition as it was: a topic recreated after an
 embedded broker lost everything starts again at offset 0 while a kept volume
 still holds the old marker. A message is skipped only if it was also created
@@ -130,6 +136,11 @@ Settle = Callable[[], Awaitable[bool]]
 Marker = tuple[int, float, int]
 """A replay marker: (offset of the last message whose effects are delivered, written at, offset
 of the first): every message from the first to the last was processed, in order."""
+
+Floor = tuple[int, float]
+"""What an earlier marker vouched for from offset 0: (its last offset, written at). Kept when
+a later marker's range does not reach down to 0, so that no marker takes away what another
+said: every message from 0 to the last one was processed, in order."""
 
 Wall = Callable[[], datetime]
 
@@ -293,6 +304,9 @@ class PartitionOrder:
     """Per partition: events still held per stored message (its offset)."""
     writes: dict[int, int] = field(default_factory=dict)
     through: dict[int, Marker] = field(default_factory=dict)
+    floor: dict[int, Floor] = field(default_factory=dict)
+    """Per partition: the reach from offset 0 of an earlier marker that a later one, not
+    starting at 0, would otherwise have replaced (see :data:`Floor`)."""
     """Per partition: the replay marker (see the module's docstring)."""
     since: dict[int, int] = field(default_factory=dict)
     """Per partition: events released since the last replay marker was written."""
@@ -337,10 +351,19 @@ class PartitionOrder:
     def replayed(self, partition: int, offset: int, created: float | None) -> bool:
         """Whether the message is in the replay marker's range: its effects are out already."""
         self.state(partition)  # loads the marker with the rest
-        marker = self.through.get(partition)
-        if marker is None or created is None or not marker[2] <= offset <= marker[0]:
+        if created is None:
             return False
-        if created > marker[1] + MARKER_CLOCK_SLACK:
+        marker = self.through.get(partition)
+        floor = self.floor.get(partition)
+        if (
+            marker is not None
+            and marker[2] <= offset <= marker[0]
+            and created <= marker[1] + MARKER_CLOCK_SLACK
+        ):
+            through = marker[0]
+        elif floor is not None and offset <= floor[0] and created <= floor[1] + MARKER_CLOCK_SLACK:
+            through = floor[0]
+        else:
             return False
         if partition not in self.replaying:  # the first replayed record since it loaded
             self.replaying.add(partition)
@@ -349,7 +372,7 @@ class PartitionOrder:
                 "applied and delivered before (replay marker): not applied again",
                 partition,
                 offset,
-                marker[0],
+                through,
             )
             self.since[partition] = 0
         self.processed(partition, offset)  # its effects are out: part of the run
@@ -393,12 +416,29 @@ class PartitionOrder:
                 low = 0  # below the commit everything was processed: the range reaches down
             elif old is not None and old[2] <= low <= old[0] + 1:
                 low = old[2]  # the old marker's messages and this run: one unbroken range
+            self._keep_floor(partition, old, low, high)
             self.through[partition] = (high, self.wall().timestamp(), low)
             self.since[partition] = since = 0  # the clock record says so too
             await self._write_clock(partition, self.state(partition))
             await self._settled(partition)
         self.since[partition] = since + released
         self.processed(partition, offset)
+
+    def _keep_floor(self, partition: int, old: Marker | None, low: int, high: int) -> None:
+        """Keep what the old marker vouched for from 0 when the new one will not reach 0.
+
+        A session whose start is not known to be committed (the commit lost, or not
+        read yet) marks only from where it started; replacing a marker from 0 with that
+        range left a replay from 0 (the commit lost again) applying everything below it
+        again: a hot customer's whole history, far beyond the dedupe window (chaos seed
+        2, 1,615 events applied twice). A processed message stays processed, so the old
+        reach is kept beside the new range until a marker from 0 covers it again.
+        """
+        floor = self.floor.get(partition)
+        if old is not None and old[2] == 0 and low > 0 and (floor is None or old[0] > floor[0]):
+            self.floor[partition] = floor = (old[0], old[1])
+        if floor is not None and low == 0 and high >= floor[0]:
+            del self.floor[partition]
 
     async def checkpoint(self, partition: int) -> None:
         """Every release so far is applied: once delivered, write its clean-up and frontier."""
@@ -505,6 +545,7 @@ class PartitionOrder:
         self.states.clear()
         self.remaining.clear()
         self.through.clear()
+        self.floor.clear()
         self.since.clear()
         self.run.clear()
         self.replaying.clear()
@@ -558,17 +599,25 @@ class PartitionOrder:
         n = self.writes.get(partition, 0) + 1
         self.writes[partition] = n
         durable = Ordering(state.marks, state.clock, self.durable.get(partition), ())
-        value = _encode_clock(n, durable, self.through.get(partition), self.since.get(partition, 0))
+        value = _encode_clock(
+            n,
+            durable,
+            self.through.get(partition),
+            self.since.get(partition, 0),
+            self.floor.get(partition),
+        )
         await self.table.put(clock_key(partition), value, partition)
 
     def _load(self, partition: int) -> Ordering:
         raw = self.table.get(clock_key(partition))
         state = Ordering()
         if raw is not None:
-            n, state, marker, since = _decode_clock(raw)
+            n, state, marker, since, floor = _decode_clock(raw)
             self.writes[partition] = n
             if marker is not None:
                 self.through[partition] = marker
+            if floor is not None:
+                self.floor[partition] = floor
             # The count toward the next marker goes on from where the last owner left it:
             # a partition that changes hands more often than it releases the bound's worth
             # of events would otherwise never get a marker (chaos seed 3: none in 1,200
@@ -638,7 +687,13 @@ def _decode_held(raw: bytes, origin: int) -> list[Held]:
     return held
 
 
-def _encode_clock(n: int, state: Ordering, through: Marker | None = None, since: int = 0) -> bytes:
+def _encode_clock(
+    n: int,
+    state: Ordering,
+    through: Marker | None = None,
+    since: int = 0,
+    floor: Floor | None = None,
+) -> bytes:
     doc: dict[str, Any] = {
         "n": n,  # first: order_version reads it
         "clock": state.clock,
@@ -649,10 +704,12 @@ def _encode_clock(n: int, state: Ordering, through: Marker | None = None, since:
         doc["through"] = [through[0], through[1], through[2]]
     if since:  # events released since the marker (older records: none counted)
         doc["since"] = since
+    if floor is not None:  # an older release reads as before: the marker alone
+        doc["floor"] = [floor[0], floor[1]]
     return orjson.dumps(doc)
 
 
-def _decode_clock(raw: bytes) -> tuple[int, Ordering, Marker | None, int]:
+def _decode_clock(raw: bytes) -> tuple[int, Ordering, Marker | None, int, Floor | None]:
     doc = orjson.loads(raw)
     through = doc.get("through")
     marker: Marker | None = (
@@ -671,7 +728,9 @@ def _decode_clock(raw: bytes) -> tuple[int, Ordering, Marker | None, int]:
         for t, p, w, idle in doc["marks"]
     }
     clock = None if doc["clock"] is None else datetime.fromisoformat(doc["clock"])
-    return doc["n"], Ordering(marks, clock, key, ()), marker, int(doc.get("since", 0))
+    reach = doc.get("floor")
+    floor = None if reach is None else (int(reach[0]), float(reach[1]))
+    return doc["n"], Ordering(marks, clock, key, ()), marker, int(doc.get("since", 0)), floor
 
 
 # --------------------------------------------------------------------------- wiring

@@ -318,3 +318,43 @@ async def test_a_marker_reaches_down_to_the_commit_its_session_started_from() ->
     for message in log:
         await apply(engine, message)
     assert hot(shell).applied_count == EVENTS
+
+
+async def test_a_later_marker_not_reaching_zero_keeps_what_the_earlier_one_vouched_for() -> None:
+    """Chaos seed 2 (long run): owners whose sessions started where no commit was known each
+    marked only their own range, and a marker from 0 was replaced by one from offset 553;
+    then the commit was gone again and a replay from offset 0 applied the hot customer's
+    first 1,615 events a second time. Here owner A marks from 0, owner C applies two batches
+    and is killed before its next marker, owner B starts after C with no commit known, and a
+    last owner replays everything from offset 0."""
+    shell = make_shell(partitions=1)
+    log: list[Logged] = []
+    batches = hot_records()
+
+    async def run(engine: Applier, these: list[list[InputRecord]]) -> None:
+        for batch in these:
+            start = len(shell.bundles.records)
+            await shell.router.route(batch)
+            for record, _ in shell.bundles.records[start:]:
+                log.append((len(log), record.value, time.time()))
+                await apply(engine, log[-1])
+
+    a, _ = engine_on(shell, ordering(shell, REPLAY_BOUND))
+    await run(a, batches[:15])
+    reach = orjson.loads(shell.order.data[clock_key(0)])["through"]
+    assert reach[2] == 0  # A's marker vouches from offset 0
+    c, _ = engine_on(shell, ordering(shell, 10**9))  # writes no marker before it dies
+    await run(c, batches[15:17])
+    b, _ = engine_on(shell, ordering(shell, REPLAY_BOUND))
+    await run(b, batches[17:])
+    log.append((len(log), idle_marks(shell), time.time()))
+    await apply(b, log[-1])
+    assert hot(shell).applied_count == EVENTS
+    clock = orjson.loads(shell.order.data[clock_key(0)])
+    assert clock["through"][2] > 0, "B's marker starts where B did"
+    assert clock["floor"][0] >= reach[0], "what A vouched for is kept beside it"
+
+    last, _ = engine_on(shell, ordering(shell, REPLAY_BOUND))
+    for message in log:  # the commit is lost: the last owner reads the partition from 0
+        await apply(last, message)
+    assert hot(shell).applied_count == EVENTS
