@@ -304,10 +304,10 @@ class PartitionOrder:
     """Per partition: events still held per stored message (its offset)."""
     writes: dict[int, int] = field(default_factory=dict)
     through: dict[int, Marker] = field(default_factory=dict)
+    """Per partition: the replay marker (see the module's docstring)."""
     floor: dict[int, Floor] = field(default_factory=dict)
     """Per partition: the reach from offset 0 of an earlier marker that a later one, not
     starting at 0, would otherwise have replaced (see :data:`Floor`)."""
-    """Per partition: the replay marker (see the module's docstring)."""
     since: dict[int, int] = field(default_factory=dict)
     """Per partition: events released since the last replay marker was written."""
     run: dict[int, tuple[int, int]] = field(default_factory=dict)
