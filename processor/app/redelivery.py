@@ -107,6 +107,13 @@ def guard_uncommitted_heads(consumer: Any) -> None:
             # aiokafka's seek_to_committed leaves a partition without a commit where
             # it is: records a Stream skipped there (flow suspended during recovery,
             # or a stale generation) would never be read again. Start over instead.
+            # Said at INFO: a group that loses its commits shows here first.
+            log.info(
+                "%s[%d]: no commit found, reading it from its log start, offset %d",
+                tp.topic,
+                tp.partition,
+                int(offset),
+            )
             await consumer.seek(tp, int(offset))
             starts[tp] = int(offset)
 

@@ -6,9 +6,11 @@ Faust's own ``Consumer._new_offset`` runs underneath; only the broker is left ou
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
@@ -97,8 +99,15 @@ def test_a_committed_partition_keeps_faust_s_rule() -> None:
     assert consumer._new_offset(TP0) == 45
 
 
-def test_a_partition_without_a_commit_is_read_again_from_its_log_start() -> None:
-    assert _guarded(7).sought == {TP0: 7}
+def test_a_partition_without_a_commit_is_read_again_from_its_log_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="processor.app.redelivery"):
+        assert _guarded(7).sought == {TP0: 7}
+    said = [r.message for r in caplog.records if "no commit found" in r.message]
+    assert said == [
+        f"{TP0.topic}[{TP0.partition}]: no commit found, reading it from its log start, offset 7"
+    ]
 
 
 def test_a_committed_partition_is_left_where_faust_sought_it() -> None:
