@@ -53,6 +53,7 @@ from processor.app.ordering import (
     order_version,
     ordering_config,
 )
+from processor.app.outbox import Outbox
 from processor.app.partitioning import default_partitioner
 from processor.app.pipeline import Applier, InputRecord, Router
 from processor.app.preflight import BrokerFacts, consistency_check
@@ -66,7 +67,6 @@ from processor.app.timers import TimerIndex
 from processor.app.watchdog import Watchdog
 from processor.contracts.bundle import encode_ordered_bundle
 from processor.contracts.limits import Limits
-from processor.contracts.outputs import Record
 from processor.contracts.state import state_version
 from processor.engine import JourneyModel, load_model
 from processor.kafka_security import security_kwargs
@@ -186,6 +186,10 @@ def create_app(
     metrics = Metrics()
     failstop = FailStop()
     deliveries = Deliveries(failstop)
+    outbox = Outbox(
+        lambda: cast(Any, app.producer)._ensure_producer(), deliveries.track, failstop.fail
+    )
+    deliveries.flush = outbox.flush  # a settle (before any commit) hands over the outbox first
     for topic in settings.source_topics:  # exposed at 0 before the first late event
         metrics.late_events.labels(topic)
 
@@ -209,7 +213,7 @@ def create_app(
         version=state_version,
         partitions=settings.partitions,
         help="Per-customer stage state (processor.contracts.state)",
-        deliveries=deliveries,
+        outbox=outbox,
     )
     chunks = monotonic_table(
         app,
@@ -217,7 +221,7 @@ def create_app(
         version=lambda _: 0,  # a sealed chunk is written once and never changes
         partitions=settings.partitions,
         help="Sealed chunks of applied event ids, per customer",
-        deliveries=deliveries,
+        outbox=outbox,
     )
     aliases = monotonic_table(
         app,
@@ -225,7 +229,7 @@ def create_app(
         version=lambda _: 0,  # written once per link; a forget tombstones it
         partitions=settings.partitions,
         help="Anonymous id -> its customer, on the anonymous id's partition (app/identity.py)",
-        deliveries=deliveries,
+        outbox=outbox,
     )
     order = monotonic_table(
         app,
@@ -233,7 +237,7 @@ def create_app(
         version=order_version,
         partitions=settings.partitions,
         help="Per partition: event-time clock, watermarks and held events (app/ordering.py)",
-        deliveries=deliveries,
+        outbox=outbox,
     )
     config = ordering_config(settings)
     router_clock = RouterClock(config, settings.idle_timeout)
@@ -262,22 +266,14 @@ def create_app(
     )
 
     def sender(topic: Any) -> Any:
-        """Send straight to Faust's producer: a record at once, its delivery tracked.
+        """Into the outbox (app/outbox.py): a record batch per partition, not a send per record.
 
         ``Topic.send`` would add a FutureMessage, its callbacks and sensors per
-        record (about a tenth of the engine's time under a backlog, by py-spy) for
-        nothing we use: no Faust buffering (``force``), no codec, no declaration
-        (preflight creates every topic).
+        record, and aiokafka's ``send`` a future per record, for nothing we use.
+        Every record of ours goes this one way, so a partition's records keep
+        their order whatever path wrote them.
         """
-        name = topic.get_topic_name()
-
-        async def send(record: Record, partition: int | None) -> None:
-            delivery = await app.producer.send(
-                name, record.key, record.value, partition, None, record.headers or None
-            )
-            deliveries.track(delivery)
-
-        return send
+        return outbox.sender(topic.get_topic_name())
 
     router = Router(
         model=model,
@@ -304,6 +300,9 @@ def create_app(
         failstop=failstop,
         deliveries=deliveries,
         consumers=consumers,
+        send_internal=lambda value, partition: outbox.send(
+            settings.events_topic, None, value, partition
+        ),
     )
     # The stall checks run from the start, table recovery included (app/watchdog.py).
     app.add_dependency(Watchdog(operations.check_progress, failstop))
@@ -338,8 +337,8 @@ def create_app(
     )
 
     async def send_marks(value: bytes, partition: int) -> None:
-        delivery = await events.send(key=None, value=value, partition=partition, force=True)
-        deliveries.track(delivery)
+        # Behind the bundles already routed to the partition, as the outbox keeps order.
+        await outbox.send(settings.events_topic, None, value, partition)
 
     MarkBroadcaster(
         app,

@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class Deliveries:
         self.failstop = failstop
         self.pending: set[asyncio.Future[Any]] = set()
         self._since: dict[asyncio.Future[Any], float] = {}
+        self.flush: Callable[[], Awaitable[None]] | None = None
+        """Hands over what is still buffered (the outbox, app/outbox.py) before a settle waits."""
 
     def track(self, delivery: Any) -> None:
         """Watch a send's future; a failed delivery stops the worker."""
@@ -132,7 +134,16 @@ class Deliveries:
             self.failstop.fail(f"the broker refused a record: {exc!r}", exc)
 
     async def settle(self) -> bool:
-        """Wait for every pending delivery; True if all succeeded and nothing else failed."""
+        """Wait for every delivery so far; True if all succeeded and nothing else failed.
+
+        "So far" includes records still buffered: they are flushed first.
+        """
+        if self.flush is not None:
+            try:
+                await self.flush()
+            except Exception as exc:
+                self.failstop.fail(f"the producer did not take a record batch: {exc!r}", exc)
+                return False
         if self.pending:
             await asyncio.wait(list(self.pending))
         return not self.failstop.failed

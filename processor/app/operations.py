@@ -52,6 +52,9 @@ class Operations:
     timers: TimerIndex = field(default_factory=TimerIndex)
     events: Any = None
     """The internal events topic: timer ticks are sent on it, to the partition they are for."""
+    send_internal: Callable[[bytes, int], Awaitable[None]] | None = None
+    """Sends a value to an internal partition (the outbox, app/outbox.py, behind the bundles
+    sent before it); without it, ticks go straight to ``events``."""
     ordering: Any = None
     """The engine side's event-time ordering (processor.app.ordering.PartitionOrder): the
     clock timers follow."""
@@ -173,6 +176,9 @@ class Operations:
         partitions = sorted(partitions)
         if not partitions or not self.tables:
             return
+        # Every write of ours lies before the markers: the outbox first (app/outbox.py).
+        if self.deliveries is not None:
+            await self.deliveries.settle()
         await self.app.producer.flush()
         for table in self.tables:
             table.mark_handover(partitions)
@@ -385,6 +391,9 @@ class Operations:
                 continue  # the last tick has not been applied yet
             self.ticks_in_flight[partition] = time.monotonic()
             tick = Tick(f"{TICK_PREFIX}{uuid.uuid4()}", now)
+            if self.send_internal is not None:
+                await self.send_internal(encode_tick(tick), partition)
+                continue
             delivery = await self.events.send(
                 key=None, value=encode_tick(tick), partition=partition, force=True
             )

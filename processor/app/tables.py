@@ -22,7 +22,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from processor.app.failstop import Deliveries
+from processor.app.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,10 @@ real write lies before it. Recovery skips the marker itself."""
 class MonotonicTable(faust.Table[bytes, bytes]):
     """A bytes-to-bytes table whose recovery keeps a key's newest value."""
 
-    def __init__(
-        self, app: faust.App, *, version: Version, deliveries: Deliveries, **kwargs: Any
-    ) -> None:
+    def __init__(self, app: faust.App, *, version: Version, outbox: Outbox, **kwargs: Any) -> None:
         super().__init__(app, key_type=bytes, value_type=bytes, **kwargs)
         self._version = version
-        self._deliveries = deliveries
+        self._outbox = outbox
         self.written: set[int] = set()
         """Partitions this worker wrote changelog records to: the only ones it must mark."""
         self.generation: int | None = None
@@ -129,7 +127,7 @@ class MonotonicTable(faust.Table[bytes, bytes]):
                 value_serializer="raw",
                 force=True,
             )
-            self._deliveries.track(delivery)
+            self._outbox.track(delivery)  # around the outbox: not a persisted offset
         if sealed:
             await self.app.producer.flush()
 
@@ -157,14 +155,14 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         )
 
     async def put(self, key: bytes, value: bytes, partition: int) -> None:
-        """Write a key, and hand its changelog record straight to the producer.
+        """Write a key, and hand its changelog record to the outbox (app/outbox.py).
 
         ``table[key] = value`` queues the changelog record in Faust's ProducerBuffer,
         which drains one record per event-loop turn: a bundle's worth of writes
         then stalls the agent until it drains (the benchmark saw this take a third
-        of a run). Sending directly lets aiokafka batch the records. Offsets are
+        of a run). The outbox batches the records instead. Offsets are
         still committed only after the producer is flushed, and the persisted
-        offset is recorded once the record is delivered (:meth:`_delivered`).
+        offset is recorded once the record is delivered (:meth:`delivered`).
         """
         self.data[key] = value
         await self._send(key, value, partition)
@@ -175,33 +173,26 @@ class MonotonicTable(faust.Table[bytes, bytes]):
         await self._send(key, None, partition)
 
     async def _send(self, key: bytes, value: bytes | None, partition: int) -> None:
-        """To Faust's producer, as the outputs are sent (factory.py), not through ``Topic.send``.
+        """Into the outbox (app/outbox.py), as every record of ours goes, not ``Topic.send``.
 
         ``Topic.send`` adds a FutureMessage, its callbacks and sensors to every
         record, and Faust's callback then writes the persisted offset to RocksDB
         once per record: together about 4 % of a worker's CPU under a backlog.
-        Here the delivery is tracked as every send is, and the persisted offset
-        goes to the store once per partition per event-loop turn.
+        Here the record joins its partition's record batch, whose delivery is
+        tracked as every send is, and the persisted offset goes to the store
+        once per partition per event-loop turn (:meth:`delivered`).
         """
         self.written.add(partition)
-        name = self.changelog_topic.get_topic_name()
-        delivery = await self.app.producer.send(name, key, value, partition, None, None)
-        self._deliveries.track(delivery)
-        if isinstance(delivery, asyncio.Future):  # aiokafka's always is
-            delivery.add_done_callback(self._delivered)
+        await self._outbox.send(self.changelog_topic.get_topic_name(), key, value, partition)
 
-    def _delivered(self, delivery: asyncio.Future[Any]) -> None:
-        """Note the changelog offset a record was written at; stored on the next loop turn.
+    def delivered(self, partition: int, offset: int) -> None:
+        """Note the changelog offset a batch of ours ended at; stored on the next loop turn.
 
         The persisted offset tells the next recovery where the local store's data
         ends. Storing it a turn late is safe (recovery then reads a few records
         again); storing it ahead of a record never happens, since only delivered
         offsets are noted. A failed delivery stops the worker (failstop.Deliveries).
         """
-        if delivery.cancelled() or delivery.exception() is not None:
-            return
-        metadata = delivery.result()
-        partition, offset = metadata.partition, metadata.offset
         if offset > self._persist.get(partition, -1):
             self._persist[partition] = offset
         if not self._persist_scheduled:
@@ -248,19 +239,20 @@ def monotonic_table(
     version: Version,
     partitions: int,
     help: str,
-    deliveries: Deliveries,
+    outbox: Outbox,
 ) -> MonotonicTable:
-    """Declare the table on the app, as ``app.Table`` would; its sends are tracked."""
+    """Declare the table on the app, as ``app.Table`` would; its records go through the outbox."""
     table = MonotonicTable(
         app,
         version=version,
-        deliveries=deliveries,
+        outbox=outbox,
         name=name,
         beacon=app.tables.beacon,
         partitions=partitions,
         help=help,
     )
     app.tables.add(table)
+    outbox.watch(table.changelog_topic.get_topic_name(), table.delivered)
     return table
 
 

@@ -110,7 +110,9 @@ class Cluster:
         for slot in self.slots.values():
             code = slot.exit_code()
             if code is not None and slot.worker is not None:
-                self.unexpected_exits.append((slot.name, code, slot.log_tail()))
+                # 200 lines: a worker that wakes in a recovery prints Faust's offset tables
+                # (about 150 lines) between its reason and its exit (chaos seed 1, w11).
+                self.unexpected_exits.append((slot.name, code, slot.log_tail(200)))
                 slot.worker = None
                 dead.append(slot)
         return dead
