@@ -31,6 +31,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import groupby
 from operator import attrgetter
 from typing import Literal
 
@@ -154,16 +155,22 @@ def is_skewed(occurred_at: datetime, wall: datetime, max_clock_skew: timedelta) 
 def merge_marks(
     known: Mapping[InputPartition, Mark], reported: Mapping[InputPartition, Mark]
 ) -> dict[InputPartition, Mark]:
-    """Watermarks only move forward (a partition moved to another router restarts lower)."""
+    """Watermarks only move forward (a partition moved to another router restarts lower).
+
+    A mark is a frozen value: where the merge is the reported mark (no watermark before,
+    or the reported one is not lower) that object is kept, and where it is the known one,
+    that one, instead of building an equal ``Mark`` per input partition per message."""
     merged = dict(known)
     for partition, mark in reported.items():
         before = merged.get(partition)
-        if before == mark:
-            continue
-        watermark = mark.watermark
-        if before is not None and before.watermark is not None:
-            watermark = before.watermark if watermark is None else max(watermark, before.watermark)
-        merged[partition] = Mark(watermark, mark.idle)
+        if (
+            before is None
+            or before.watermark is None
+            or (mark.watermark is not None and mark.watermark >= before.watermark)
+        ):
+            merged[partition] = mark
+        elif mark.idle != before.idle:  # the known (higher) watermark, the reported idleness
+            merged[partition] = Mark(before.watermark, mark.idle)
     return merged
 
 
@@ -203,6 +210,9 @@ def accept(
     clock = state.clock
     frontier = state.frontier
     held = state.held
+    # ``held`` is sorted: a key above its greatest cannot be held, so only the rest need the
+    # bisect of :func:`_holds` (a backlog's arrivals are mostly newer than everything held).
+    greatest = held[-1].key if held else None
     at_once: list[tuple[Key, Released]] = []
     fresh: dict[Key, Held] = {}
     for arrival in arrivals:
@@ -210,16 +220,17 @@ def accept(
         if arrival.skewed:
             at_once.append((key, Released(arrival.event, "skewed", 0.0, None, key[2:])))
             continue
-        if key in fresh or _holds(held, key):
+        if key in fresh or (greatest is not None and key <= greatest and _holds(held, key)):
             continue  # redelivered after a crash: it is held already
         if (frontier is not None and key <= frontier) or (clock is not None and key[0] < clock):
             at_once.append((key, Released(arrival.event, "late", 0.0, None, key[2:])))
             continue
         fresh[key] = Held(key, arrival.event, now, origin)
-    at_once.sort(key=lambda pair: pair[0])
-    for key, released in at_once:
-        if released.why == "late" and (frontier is None or key > frontier):
-            frontier = key
+    if at_once:
+        at_once.sort(key=lambda pair: pair[0])
+        for key, released in at_once:
+            if released.why == "late" and (frontier is None or key > frontier):
+                frontier = key
 
     merged = merge_marks(state.marks, marks) if marks else state.marks
     candidate = clock_of(merged, inputs)
@@ -233,18 +244,28 @@ def accept(
     due = 0 if clock is None else bisect_left(held, (clock,), key=_KEY)
     early = max(due, len(held) - config.max_held)
     out = [released for _, released in at_once]
-    for n, h in enumerate(held[:early]):
-        why: Why = "clock" if n < due else "overflow"
-        seconds = max(0.0, (now - h.arrived_at).total_seconds())
-        out.append(Released(h.event, why, seconds, h.origin, h.key[2:]))
     if early:
+        _release(held[:due], "clock", now, out)
+        _release(held[due:early], "overflow", now, out)
         last = held[early - 1].key
         frontier = last if frontier is None or last > frontier else frontier
         held = held[early:]
     return Ordering(merged, clock, frontier, held), tuple(out)
 
 
+def _release(held: tuple[Held, ...], why: Why, now: datetime, out: list[Released]) -> None:
+    """Append ``held``'s events to ``out``, released for ``why`` at ``now``.
+
+    Events held by one message share one ``arrived_at``: the hold time is computed once
+    per run of equal ones (the same operands, the same value)."""
+    for arrived, run in groupby(held, key=_ARRIVED):
+        seconds = (now - arrived).total_seconds()
+        seconds = seconds if seconds > 0.0 else 0.0  # max(0.0, seconds), without the call
+        out.extend([Released(h.event, why, seconds, h.origin, h.key[2:]) for h in run])
+
+
 _KEY = attrgetter("key")
+_ARRIVED = attrgetter("arrived_at")
 
 
 def _insert(held: tuple[Held, ...], fresh: list[Held]) -> tuple[Held, ...]:
@@ -259,14 +280,15 @@ def _insert(held: tuple[Held, ...], fresh: list[Held]) -> tuple[Held, ...]:
 
 
 def held_from(state: Ordering, origin: int, arrivals: Iterable[Arrival]) -> list[Held]:
-    """The events of message ``origin`` (given its arrivals) that ``state`` still holds."""
-    found = []
-    held = state.held
-    for arrival in arrivals:
-        i = bisect_left(held, arrival.key, key=_KEY)
-        if i < len(held) and held[i].key == arrival.key and held[i].origin == origin:
-            found.append(held[i])
-    return found
+    """The events of message ``origin`` (given its arrivals) that ``state`` still holds.
+
+    In the order of ``arrivals`` (the order its record is stored in). Keys are unique in
+    ``state.held`` (:func:`accept` and :func:`restore` hold a key once), so one look-up
+    per arrival in the held events of ``origin`` finds what a bisect of all would."""
+    mine = {h.key: h for h in state.held if h.origin == origin}
+    if not mine:
+        return []
+    return [h for a in arrivals if (h := mine.get(a.key)) is not None]
 
 
 def _holds(held: tuple[Held, ...], key: Key) -> bool:
