@@ -644,17 +644,18 @@ class PartitionOrder:
 
     def _count(self, partition: int, state: Ordering, released: tuple[Released, ...]) -> None:
         m = self.metrics
-        observe = m.hold_seconds.observe
+        m.hold_seconds.observe_each(
+            [r.held_seconds for r in released if r.why == "clock" or r.why == "overflow"]
+        )
         for r in released:
             why = r.why
-            if why == "clock":  # most are; the others in the order of before
-                observe(r.held_seconds)
-            elif why == "late":
+            if why == "clock":  # most are: counted above
+                continue
+            if why == "late":
                 m.late_events.labels(r.event.topic).inc()
             elif why == "skewed":
                 m.clock_skew_events.inc()
             else:
-                observe(r.held_seconds)
                 m.released_early.inc()
         m.events_held.labels(str(partition)).set(len(state.held))
 

@@ -240,7 +240,7 @@ def accept(
             clock = candidate
 
     if fresh:
-        held = _insert(held, sorted(fresh.values(), key=_KEY))
+        held = _insert(held, list(fresh.values()))
     due = 0 if clock is None else bisect_left(held, (clock,), key=_KEY)
     early = max(due, len(held) - config.max_held)
     out = [released for _, released in at_once]
@@ -269,8 +269,9 @@ _ARRIVED = attrgetter("arrived_at")
 
 
 def _insert(held: tuple[Held, ...], fresh: list[Held]) -> tuple[Held, ...]:
-    """``held`` with ``fresh`` (both sorted) merged in: binary insertion while ``fresh`` is
-    small against ``held`` (a bundle against a full buffer), one sort otherwise."""
+    """``held`` (sorted) with ``fresh`` merged in: binary insertion while ``fresh`` is small
+    against ``held`` (a bundle against a full buffer), one sort otherwise. No key is in both,
+    or twice in ``fresh``: the result is the same whatever the order of ``fresh``."""
     if len(fresh) * 8 > len(held):
         return tuple(sorted((*held, *fresh), key=_KEY))
     merged = list(held)
