@@ -31,7 +31,6 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import groupby
 from operator import attrgetter
 from typing import Literal
 
@@ -256,16 +255,19 @@ def accept(
 def _release(held: tuple[Held, ...], why: Why, now: datetime, out: list[Released]) -> None:
     """Append ``held``'s events to ``out``, released for ``why`` at ``now``.
 
-    Events held by one message share one ``arrived_at``: the hold time is computed once
-    per run of equal ones (the same operands, the same value)."""
-    for arrived, run in groupby(held, key=_ARRIVED):
-        seconds = (now - arrived).total_seconds()
-        seconds = seconds if seconds > 0.0 else 0.0  # max(0.0, seconds), without the call
-        out.extend([Released(h.event, why, seconds, h.origin, h.key[2:]) for h in run])
+    The events one message held share its ``arrived_at`` (one object): the hold time is
+    computed once per run of them (the same operands, the same value)."""
+    arrived: datetime | None = None
+    seconds = 0.0
+    for h in held:
+        if h.arrived_at is not arrived:
+            arrived = h.arrived_at
+            seconds = (now - arrived).total_seconds()
+            seconds = seconds if seconds > 0.0 else 0.0  # max(0.0, seconds), without the call
+        out.append(Released(h.event, why, seconds, h.origin, h.key[2:]))
 
 
 _KEY = attrgetter("key")
-_ARRIVED = attrgetter("arrived_at")
 
 
 def _insert(held: tuple[Held, ...], fresh: list[Held]) -> tuple[Held, ...]:

@@ -1,7 +1,8 @@
 """The quick paths of processor.engine.ordering agree with the plain rules they shortcut.
 
 :func:`accept` skips the bisect for keys above everything held, computes a hold time
-once per run of equal arrival times, and :func:`merge_marks` keeps the reported mark
+once per run of one arrival time (the same object), merges the fresh events in without
+sorting them first, and :func:`merge_marks` keeps the reported mark
 object where the merge would build an equal one; :func:`held_from` looks arrivals up
 in a dict instead of bisecting. The references below are the plain versions (as they
 were before the quick paths); on arbitrary states, arrivals and marks, including
