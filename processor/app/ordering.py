@@ -346,7 +346,10 @@ class PartitionOrder:
         self.touched.clear()
         released = await self.accept(partition, offset, envelope.arrivals, envelope.marks)
         await self._bound_replay(partition, offset, len(released), applied, ready - self.touched)
-        return [(replace(r.event, late=True) if r.late else r.event, r.position) for r in released]
+        return [
+            (replace(r.event, late=True) if r.why == "late" else r.event, r.position)
+            for r in released
+        ]
 
     def replayed(self, partition: int, offset: int, created: float | None) -> bool:
         """Whether the message is in the replay marker's range: its effects are out already."""
@@ -585,13 +588,16 @@ class PartitionOrder:
             cleanup[offset] = None
             self.touched.add(offset)
         for r in released:
-            if r.origin is None or r.origin == offset or r.origin not in remaining:
+            origin = r.origin
+            if origin is None or origin == offset or origin not in remaining:
                 continue
-            remaining[r.origin] -= 1
-            if remaining[r.origin] <= 0:
-                del remaining[r.origin]
-                cleanup[r.origin] = None
-                self.touched.add(r.origin)
+            left = remaining[origin] - 1
+            if left > 0:
+                remaining[origin] = left
+            else:
+                del remaining[origin]
+                cleanup[origin] = None
+                self.touched.add(origin)
         if (after.marks, after.clock) != (before.marks, before.clock):
             await self._write_clock(partition, after)
 
@@ -638,15 +644,19 @@ class PartitionOrder:
 
     def _count(self, partition: int, state: Ordering, released: tuple[Released, ...]) -> None:
         m = self.metrics
+        m.hold_seconds.observe_each(
+            [r.held_seconds for r in released if r.why == "clock" or r.why == "overflow"]
+        )
         for r in released:
-            if r.why == "late":
+            why = r.why
+            if why == "clock":  # most are: counted above
+                continue
+            if why == "late":
                 m.late_events.labels(r.event.topic).inc()
-            elif r.why == "skewed":
+            elif why == "skewed":
                 m.clock_skew_events.inc()
             else:
-                m.hold_seconds.observe(r.held_seconds)
-                if r.why == "overflow":
-                    m.released_early.inc()
+                m.released_early.inc()
         m.events_held.labels(str(partition)).set(len(state.held))
 
 

@@ -154,16 +154,22 @@ def is_skewed(occurred_at: datetime, wall: datetime, max_clock_skew: timedelta) 
 def merge_marks(
     known: Mapping[InputPartition, Mark], reported: Mapping[InputPartition, Mark]
 ) -> dict[InputPartition, Mark]:
-    """Watermarks only move forward (a partition moved to another router restarts lower)."""
+    """Watermarks only move forward (a partition moved to another router restarts lower).
+
+    A mark is a frozen value: where the merge is the reported mark (no watermark before,
+    or the reported one is not lower) that object is kept, and where it is the known one,
+    that one, instead of building an equal ``Mark`` per input partition per message."""
     merged = dict(known)
     for partition, mark in reported.items():
         before = merged.get(partition)
-        if before == mark:
-            continue
-        watermark = mark.watermark
-        if before is not None and before.watermark is not None:
-            watermark = before.watermark if watermark is None else max(watermark, before.watermark)
-        merged[partition] = Mark(watermark, mark.idle)
+        if (
+            before is None
+            or before.watermark is None
+            or (mark.watermark is not None and mark.watermark >= before.watermark)
+        ):
+            merged[partition] = mark
+        elif mark.idle != before.idle:  # the known (higher) watermark, the reported idleness
+            merged[partition] = Mark(before.watermark, mark.idle)
     return merged
 
 
@@ -203,6 +209,9 @@ def accept(
     clock = state.clock
     frontier = state.frontier
     held = state.held
+    # ``held`` is sorted: a key above its greatest cannot be held, so only the rest need the
+    # bisect of :func:`_holds` (a backlog's arrivals are mostly newer than everything held).
+    greatest = held[-1].key if held else None
     at_once: list[tuple[Key, Released]] = []
     fresh: dict[Key, Held] = {}
     for arrival in arrivals:
@@ -210,16 +219,17 @@ def accept(
         if arrival.skewed:
             at_once.append((key, Released(arrival.event, "skewed", 0.0, None, key[2:])))
             continue
-        if key in fresh or _holds(held, key):
+        if key in fresh or (greatest is not None and key <= greatest and _holds(held, key)):
             continue  # redelivered after a crash: it is held already
         if (frontier is not None and key <= frontier) or (clock is not None and key[0] < clock):
             at_once.append((key, Released(arrival.event, "late", 0.0, None, key[2:])))
             continue
         fresh[key] = Held(key, arrival.event, now, origin)
-    at_once.sort(key=lambda pair: pair[0])
-    for key, released in at_once:
-        if released.why == "late" and (frontier is None or key > frontier):
-            frontier = key
+    if at_once:
+        at_once.sort(key=lambda pair: pair[0])
+        for key, released in at_once:
+            if released.why == "late" and (frontier is None or key > frontier):
+                frontier = key
 
     merged = merge_marks(state.marks, marks) if marks else state.marks
     candidate = clock_of(merged, inputs)
@@ -229,27 +239,41 @@ def accept(
             clock = candidate
 
     if fresh:
-        held = _insert(held, sorted(fresh.values(), key=_KEY))
+        held = _insert(held, list(fresh.values()))
     due = 0 if clock is None else bisect_left(held, (clock,), key=_KEY)
     early = max(due, len(held) - config.max_held)
     out = [released for _, released in at_once]
-    for n, h in enumerate(held[:early]):
-        why: Why = "clock" if n < due else "overflow"
-        seconds = max(0.0, (now - h.arrived_at).total_seconds())
-        out.append(Released(h.event, why, seconds, h.origin, h.key[2:]))
     if early:
+        _release(held[:due], "clock", now, out)
+        _release(held[due:early], "overflow", now, out)
         last = held[early - 1].key
         frontier = last if frontier is None or last > frontier else frontier
         held = held[early:]
     return Ordering(merged, clock, frontier, held), tuple(out)
 
 
+def _release(held: tuple[Held, ...], why: Why, now: datetime, out: list[Released]) -> None:
+    """Append ``held``'s events to ``out``, released for ``why`` at ``now``.
+
+    The events one message held share its ``arrived_at`` (one object): the hold time is
+    computed once per run of them (the same operands, the same value)."""
+    arrived: datetime | None = None
+    seconds = 0.0
+    for h in held:
+        if h.arrived_at is not arrived:
+            arrived = h.arrived_at
+            seconds = (now - arrived).total_seconds()
+            seconds = seconds if seconds > 0.0 else 0.0  # max(0.0, seconds), without the call
+        out.append(Released(h.event, why, seconds, h.origin, h.key[2:]))
+
+
 _KEY = attrgetter("key")
 
 
 def _insert(held: tuple[Held, ...], fresh: list[Held]) -> tuple[Held, ...]:
-    """``held`` with ``fresh`` (both sorted) merged in: binary insertion while ``fresh`` is
-    small against ``held`` (a bundle against a full buffer), one sort otherwise."""
+    """``held`` (sorted) with ``fresh`` merged in: binary insertion while ``fresh`` is small
+    against ``held`` (a bundle against a full buffer), one sort otherwise. No key is in both,
+    or twice in ``fresh``: the result is the same whatever the order of ``fresh``."""
     if len(fresh) * 8 > len(held):
         return tuple(sorted((*held, *fresh), key=_KEY))
     merged = list(held)
@@ -259,7 +283,10 @@ def _insert(held: tuple[Held, ...], fresh: list[Held]) -> tuple[Held, ...]:
 
 
 def held_from(state: Ordering, origin: int, arrivals: Iterable[Arrival]) -> list[Held]:
-    """The events of message ``origin`` (given its arrivals) that ``state`` still holds."""
+    """The events of message ``origin`` (given its arrivals) that ``state`` still holds.
+
+    A bisect per arrival, not a scan of everything held: a partition can hold up to
+    ``JOURNEY_MAX_HELD_EVENTS`` (20,000) while one message has a bundle's worth."""
     found = []
     held = state.held
     for arrival in arrivals:

@@ -29,6 +29,22 @@ def test_loop_histogram_exposes_what_histogram_does(values: list[float]) -> None
     assert loop.count == len(values)
 
 
+@given(
+    values=st.lists(st.floats(min_value=0, max_value=1e9, allow_nan=False)),
+    split=st.integers(0, 5),
+)
+def test_observe_each_is_observe_in_turn(values: list[float], split: int) -> None:
+    registry = CollectorRegistry()
+    one = LoopHistogram("journey_one_seconds", "A duration", buckets=BUCKETS, registry=registry)
+    each = LoopHistogram("journey_each_seconds", "A duration", buckets=BUCKETS, registry=registry)
+    for value in values:
+        one.observe(value)
+    each.observe_each(values[:split])
+    each.observe_each(iter(values[split:]))
+    assert each.counts == one.counts
+    assert each.sum == one.sum  # the same additions in the same order: equal, not close
+
+
 def test_a_tally_adds_each_label_set_once_with_the_same_totals() -> None:
     metrics = Metrics()
     tally = Tally()
