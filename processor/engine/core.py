@@ -70,7 +70,7 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
     """
     evidence = model.evidence.get((event.source, event.type))
     if evidence is None:
-        return Step(state, (), "ignored")
+        return _new_step(Step, (state, (), "ignored"))
     if state is None:
         return _apply_general(None, event, evidence, model)
     event_id = event.event_id
@@ -144,15 +144,16 @@ def _apply_still(
             judged=[(event, target)],
         )
     ids = (*state.recent_event_ids, event.event_id)
+    applied_count = state.applied_count
     if len(ids) >= DEDUPE_CHUNK:
-        sealed = ChunkSealed(state.customer_id, state.applied_count // DEDUPE_CHUNK, ids)
+        sealed = ChunkSealed(state.customer_id, applied_count // DEDUPE_CHUNK, ids)
         outputs = (*outputs, sealed)
         ids = ()
     last_event_at = state.last_event_at
     still = replace(
         state,
         last_event_at=at if at > last_event_at else last_event_at,
-        applied_count=state.applied_count + 1,
+        applied_count=applied_count + 1,
         recent_event_ids=ids,
         last_support=last_support,
         triggers=triggers,

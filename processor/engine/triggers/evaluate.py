@@ -107,14 +107,16 @@ def on_applied(
     is evidence of at its own time (default: the applied event, at the customer's
     stage now).
     """
-    timers = {t.rule: t for t in state.timers}
+    cycle = ctx.cycle
+    if previous_cycle is not None and cycle != previous_cycle:
+        timers: dict[str, Timer] = {}  # a new cycle: every absence of the old one is moot
+    else:
+        timers = {t.rule: t for t in state.timers} if state.timers else {}
     fired_now: list[TriggerFired] = []
-    counts = _Counts(state.fired, ctx.cycle)
-    if previous_cycle is not None and ctx.cycle != previous_cycle:
-        timers.clear()  # a new cycle: every absence of the old one is moot
+    counts = _Counts(state.fired, cycle)
 
     def fire(rule: TriggerRule, fired_at: datetime, reason: str, evidence: tuple[str, ...]) -> None:
-        if ctx.cycle < rule.min_cycle or not counts.may_fire(rule, fired_at):
+        if cycle < rule.min_cycle or not counts.may_fire(rule, fired_at):
             return
         fired_now.append(
             _fired(
@@ -132,15 +134,19 @@ def on_applied(
     if judged is None:
         judged = [(event, stage)]
     kinds = KINDS
-    applied = Applied(event, stage, changes, judged, timers, fire)
+    applied = _new_applied(Applied, (event, stage, changes, judged, timers, fire))
     for rule in ctx.rules:  # in definition order: the order of the triggers fired
         kinds[rule.kind].on_applied(rule, applied)
 
     recent = state.recent
     if fired_now or len(recent) > RECENT_TRIGGERS:
         recent = (*recent, *fired_now)[-RECENT_TRIGGERS:]
-    new = TriggerState(timers=_by_deadline(timers), fired=counts.snapshot(), recent=recent)
+    new = TriggerState(_by_deadline(timers), counts.snapshot(), recent)
     return new, tuple(fired_now)
+
+
+_new_applied = tuple.__new__
+"""Builds an :class:`Applied` in C: a NamedTuple's own ``__new__`` is a Python function."""
 
 
 def _by_deadline(timers: dict[str, Timer]) -> tuple[Timer, ...]:

@@ -57,7 +57,7 @@ class _Counts:
     """Firing counts of the current cycle (older cycles' counts are dropped)."""
 
     def __init__(self, fired: tuple[Fired, ...], cycle: int) -> None:
-        self.by_rule = {f.rule: f for f in fired if f.cycle == cycle}
+        self.by_rule = {f.rule: f for f in fired if f.cycle == cycle} if fired else {}
         self.cycle = cycle
 
     def may_fire(self, rule: TriggerRule, at: datetime) -> bool:
