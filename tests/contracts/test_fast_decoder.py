@@ -11,6 +11,7 @@ and on timestamps.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -46,7 +47,9 @@ timestamps = st.one_of(
         digits,
         digits,
         st.sampled_from(["T", "t", " "]),
-        st.sampled_from(["", ".1", ".123", ".123456", ".1234567", ".123456789", "."]),
+        st.sampled_from(
+            ["", ".1", ".123", ".123456", ".1234567", ".12345678", ".123456789", ".1234567890", "."]
+        ),
         st.sampled_from(["Z", "z", "+00:00", "-05:00", "+23:59", "+24:00", "-00:60", "", "+0100"]),
     ),
     st.text(max_size=30),
@@ -187,3 +190,31 @@ def test_the_common_timestamp_path_agrees_with_the_exact_parser(text: str) -> No
     exact = _parse_timestamp_exact(text)
     if fast is not None and exact is not None:
         assert fast.utcoffset() == exact.utcoffset()
+        assert fast.tzinfo is exact.tzinfo is UTC, "the same tzinfo object: encoded alike"
+        assert fast.fold == exact.fold
+
+
+@st.composite
+def common_timestamps(draw: st.DrawFn) -> str:
+    """Valid timestamps of the shapes producers send, which ``parse_timestamp`` reads
+    without the exact parser: 'Z' or an offset (-00:00 too), 0 to 9 fraction digits."""
+    moment = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    digits = draw(st.integers(0, 9))
+    if digits:
+        text += "." + draw(st.text("0123456789", min_size=digits, max_size=digits))
+    if draw(st.booleans()):
+        return text + "Z"
+    sign = draw(st.sampled_from("+-"))
+    return text + f"{sign}{draw(st.integers(0, 23)):02d}:{draw(st.integers(0, 59)):02d}"
+
+
+@settings(max_examples=1000)
+@given(text=common_timestamps())
+def test_the_common_shapes_parse_as_the_exact_parser_parses_them(text: str) -> None:
+    fast = parse_timestamp(text)
+    exact = _parse_timestamp_exact(text)
+    assert fast == exact
+    if fast is not None and exact is not None:
+        assert fast.tzinfo is exact.tzinfo is UTC, "the same tzinfo object: encoded alike"
+        assert (fast.microsecond, fast.fold) == (exact.microsecond, exact.fold)
