@@ -154,23 +154,67 @@ def decode_event(raw: bytes | None, source: Source, topic: str) -> Event | Rejec
     The typed fast path returns only events the exact decoder returns too;
     whatever it does not take, or would judge differently, goes to :func:`decode_exact`.
     """
-    if raw is None or (b"\\" in raw and b"\\u" in raw):  # a one-byte search first: cheaper
-        return decode_exact(raw, source, topic)
+    if raw is not None:
+        event = decode_common(raw, source, topic, _ANY_LENGTH)
+        if event is not None:
+            return event
+    return decode_exact(raw, source, topic)
+
+
+_ANY_LENGTH = 2**63
+"""No limit on the length of ids: :func:`decode_event` leaves the limits to its caller."""
+
+
+def decode_common(raw: bytes, source: Source, topic: str, max_chars: int) -> Event | None:
+    """The typed fast path alone: the event if ``raw`` has the common shape of a valid
+    event whose ids and type are at most ``max_chars`` characters long; else None, and
+    the caller takes :func:`decode_exact`, which returns an equal event wherever this does.
+
+    One function for everything the common record needs, for
+    :func:`processor.contracts.limits.decode_record` (once per input record): the
+    call layers of decode_event and parse_timestamp cost a tenth of the decoding.
+    """
+    if b"\\" in raw and b"\\u" in raw:  # a one-byte search first: cheaper
+        return None
     try:
         doc = _decode_common(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return decode_exact(raw, source, topic)
-    anonymous_id = None if doc.anonymous_id is msgspec.UNSET else doc.anonymous_id
-    valid_ids = doc.event_id and doc.customer_id and anonymous_id != ""
-    occurred_at = parse_timestamp(doc.occurred_at) if valid_ids else None
-    if occurred_at is None:
-        return decode_exact(raw, source, topic)
+        return None
+    event_id = doc.event_id
+    customer_id = doc.customer_id
+    event_type = doc.type
+    anonymous_id: str | None = None
+    if doc.anonymous_id is not msgspec.UNSET:
+        anonymous_id = doc.anonymous_id
+        if not anonymous_id or len(anonymous_id) > max_chars:
+            return None
+    if (
+        not event_id
+        or not customer_id
+        or len(event_id) > max_chars
+        or len(customer_id) > max_chars
+        or len(event_type) > max_chars
+    ):
+        return None
+    text = doc.occurred_at  # parse_timestamp inline (a property test checks they agree)
+    if _common_timestamp(text) is None or not "0002" <= text[:4] <= "9998":
+        occurred_at = _parse_timestamp_exact(text)
+        if occurred_at is None:
+            return None
+    else:
+        try:
+            if text[-1] == "Z":
+                occurred_at = _fromisoformat(text if len(text) <= 27 else text[:26] + "Z")
+            else:
+                occurred_at = _fromisoformat(text[:-6][:26] + "Z") - _OFFSETS[text[-6:]]
+        except ValueError:
+            return None
     return Event(
-        doc.event_id,
-        doc.customer_id,
+        event_id,
+        customer_id,
         source,
         topic,
-        doc.type,
+        event_type,
         occurred_at,
         doc.properties,
         False,
