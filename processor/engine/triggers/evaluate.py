@@ -14,7 +14,7 @@ from datetime import datetime
 from processor.engine.triggers.kinds.base import Applied
 from processor.engine.triggers.registry import KINDS, TIMED
 from processor.engine.triggers.rules import EventMatch, TriggerRule
-from processor.engine.triggers.state import Context, _Counts, _fired
+from processor.engine.triggers.state import Context, _count, _counts, _fired, _snapshot
 from processor.engine.vocabulary import (
     RECENT_TRIGGERS,
     Event,
@@ -108,27 +108,21 @@ def on_applied(
     stage now).
     """
     cycle = ctx.cycle
-    if previous_cycle is not None and cycle != previous_cycle:
-        timers: dict[str, Timer] = {}  # a new cycle: every absence of the old one is moot
-    else:
-        timers = {t.rule: t for t in state.timers} if state.timers else {}
+    timers: dict[str, Timer] = {}
+    if previous_cycle is None or cycle == previous_cycle:  # a new cycle drops every absence
+        for timer in state.timers:
+            timers[timer.rule] = timer
     fired_now: list[TriggerFired] = []
-    counts = _Counts(state.fired, cycle)
+    counts = _counts(state.fired, cycle)
 
     def fire(rule: TriggerRule, fired_at: datetime, reason: str, evidence: tuple[str, ...]) -> None:
-        if cycle < rule.min_cycle or not counts.may_fire(rule, fired_at):
+        if cycle < rule.min_cycle:
             return
-        fired_now.append(
-            _fired(
-                rule,
-                ctx,
-                counts.record(rule, fired_at),
-                fired_at,
-                reason,
-                evidence,
-                caused_by=event.event_id,
+        occurrence = _count(counts, rule, cycle, fired_at)
+        if occurrence:
+            fired_now.append(
+                _fired(rule, ctx, occurrence, fired_at, reason, evidence, caused_by=event.event_id)
             )
-        )
 
     stage = ctx.stage
     if judged is None:
@@ -141,7 +135,7 @@ def on_applied(
     recent = state.recent
     if fired_now or len(recent) > RECENT_TRIGGERS:
         recent = (*recent, *fired_now)[-RECENT_TRIGGERS:]
-    new = TriggerState(_by_deadline(timers), counts.snapshot(), recent)
+    new = TriggerState(_by_deadline(timers), _snapshot(counts), recent)
     return new, tuple(fired_now)
 
 
@@ -169,17 +163,20 @@ def on_tick(
     if not due:
         return state, ()
     rules = {r.name: r for r in ctx.rules}
-    counts = _Counts(state.fired, ctx.cycle)
+    counts = _counts(state.fired, ctx.cycle)
     fired_now: list[TriggerFired] = []
     for timer in due:
         rule = rules.get(timer.rule)
-        if rule is None or ctx.cycle < rule.min_cycle or not counts.may_fire(rule, timer.deadline):
+        if rule is None or ctx.cycle < rule.min_cycle:
+            continue
+        occurrence = _count(counts, rule, ctx.cycle, timer.deadline)
+        if not occurrence:
             continue
         fired_now.append(
             _fired(
                 rule,
                 ctx,
-                counts.record(rule, timer.deadline),
+                occurrence,
                 timer.deadline,
                 TIMED.timer_reason(rule, ctx.stage),
                 (timer.anchor,),
@@ -188,7 +185,7 @@ def on_tick(
         )
     new = TriggerState(
         timers=tuple(t for t in state.timers if t.deadline > now),
-        fired=counts.snapshot(),
+        fired=_snapshot(counts),
         recent=(*state.recent, *fired_now)[-RECENT_TRIGGERS:],
     )
     return new, tuple(fired_now)
