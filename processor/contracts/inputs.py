@@ -161,6 +161,8 @@ def decode_event(raw: bytes | None, source: Source, topic: str) -> Event | Rejec
     return decode_exact(raw, source, topic)
 
 
+_BACKSLASH = ord("\\")
+
 _ANY_LENGTH = 2**63
 """No limit on the length of ids: :func:`decode_event` leaves the limits to its caller."""
 
@@ -174,7 +176,9 @@ def decode_common(raw: bytes, source: Source, topic: str, max_chars: int) -> Eve
     :func:`processor.contracts.limits.decode_record` (once per input record): the
     call layers of decode_event and parse_timestamp cost a tenth of the decoding.
     """
-    if b"\\" in raw and b"\\u" in raw:  # a one-byte search first: cheaper
+    # A backslash first, as an int: ``b"\\" in raw`` first tries the needle as an int, and
+    # that failed try costs more than the search (0.17 us against 0.03 us a record).
+    if _BACKSLASH in raw and b"\\u" in raw:
         return None
     try:
         doc = _decode_common(raw)
