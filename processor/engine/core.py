@@ -231,13 +231,8 @@ def fire_due(state: CustomerState, now: datetime, tick_id: str, model: JourneyMo
 
 
 def _context(state: CustomerState, model: JourneyModel) -> Context:
-    return Context(
-        customer_id=state.customer_id,
-        stage=state.stage,
-        cycle=state.cycle,
-        rules=model.triggers,
-        model_name=model.name,
-        model_version=model.version,
+    return Context(  # positional (in field order): cheaper than keywords
+        state.customer_id, state.stage, state.cycle, model.triggers, model.name, model.version
     )
 
 
@@ -368,19 +363,19 @@ def _move(
     late: bool = False,
 ) -> tuple[CustomerState, StageChange]:
     first = state.sequence == 0
-    change = StageChange(
-        customer_id=state.customer_id,
-        cycle=cycle,
-        sequence=state.sequence + 1,
-        from_stage=None if first else state.stage,
-        to_stage=target,
-        changed_at=at,
-        previous_stage_entered_at=None if first else state.stage_entered_at,
-        evidence=evidence,
-        model_name=model.name,
-        model_version=model.version,
-        caused_by=evidence.event_id if caused_by is None else caused_by,
-        late=late,
+    change = StageChange(  # positional (in field order): cheaper than keywords
+        state.customer_id,
+        cycle,
+        state.sequence + 1,
+        None if first else state.stage,
+        target,
+        at,
+        None if first else state.stage_entered_at,
+        evidence,
+        model.name,
+        model.version,
+        evidence.event_id if caused_by is None else caused_by,
+        late,
     )
     recent = (*state.recent_changes, change)[-RECENT_CHANGES:]
     moved = replace(

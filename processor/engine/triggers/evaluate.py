@@ -88,8 +88,10 @@ class Reactions:
             rule = self.rules.get(timer.rule)
             if rule is None or rule.until_activity or rule.after_stage not in (None, stage):
                 return False  # re-armed by any activity, or cancelled now
-        fired = state.fired
-        return not fired or all(f.cycle == cycle for f in fired)
+        for fired in state.fired:  # noqa: SIM110 (all() would build a generator per event)
+            if fired.cycle != cycle:
+                return False
+        return True
 
 
 def on_applied(
