@@ -174,7 +174,8 @@ def decode_common(raw: bytes, source: Source, topic: str, max_chars: int) -> Eve
 
     One function for everything the common record needs, for
     :func:`processor.contracts.limits.decode_record` (once per input record): the
-    call layers of decode_event and parse_timestamp cost a tenth of the decoding.
+    call layers of decode_event and parse_timestamp, and decode_record's id checks
+    after them, cost about 0.1 us a record (of about 2.3).
     """
     # A backslash first, as an int: ``b"\\" in raw`` first tries the needle as an int, and
     # that failed try costs more than the search (0.17 us against 0.03 us a record).
@@ -211,7 +212,7 @@ def decode_common(raw: bytes, source: Source, topic: str, max_chars: int) -> Eve
                 occurred_at = _fromisoformat(text if len(text) <= 27 else text[:26] + "Z")
             else:
                 occurred_at = _fromisoformat(text[:-6][:26] + "Z") - _OFFSETS[text[-6:]]
-        except ValueError:
+        except ValueError:  # Feb 30
             return None
     return Event(
         event_id,
