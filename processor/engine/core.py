@@ -76,7 +76,15 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
     event_id = event.event_id
     if event_id in state.recent_event_ids:
         return reemit(state, event_id)
-    target = evidence.stage if type(evidence) is FixedEvidence else _target(state, event, evidence)
+    if type(evidence) is FixedEvidence:
+        target = evidence.stage
+        rank = model.rank
+        # The most common case of all, without the call to _moves: evidence of the
+        # customer's pre-purchase stage or an earlier one moves nothing (rule 2).
+        if rank[target] <= rank[state.stage] < model.purchase_rank:
+            return _apply_still(state, event, target, evidence, model)
+    else:
+        target = _target(state, event, evidence)
     if _moves(state, event, target, evidence, model):
         return _apply_general(state, event, evidence, model)
     return _apply_still(state, event, target, evidence, model)
@@ -132,8 +140,13 @@ def _apply_still(
         )
     triggers = state.triggers
     outputs: tuple[Output, ...] = ()
-    if model.triggers and not model.reactions.quiet(
-        triggers, state.stage, state.cycle, event.source, event.type
+    reactions = model.reactions
+    if (
+        model.triggers
+        # Reactions.quiet in brief for most customers (no timer armed, nothing fired yet):
+        # then only the event's (source, type) can wake a rule.
+        and (triggers.timers or triggers.fired or (event.source, event.type) in reactions.pairs)
+        and not reactions.quiet(triggers, state.stage, state.cycle, event.source, event.type)
     ):
         triggers, outputs = on_applied(
             triggers,
