@@ -99,7 +99,7 @@ def parse_timestamp(text: str) -> datetime | None:
     if (
         text.isascii()  # (the shapes are; and encode() cannot fail then)
         and text.encode().translate(_DIGITS_AS_9) in _COMMON_SHAPES
-        and "0002" <= text[:4] <= "9998"
+        and "0002" <= text < "9999"  # years 2 to 9998 (4 digits: compared as text)
     ):
         # A common shape, cheaper than the exact path but the same datetime: the date
         # and time are text[:19], then maybe a fraction, then 'Z' or a six-character
@@ -170,6 +170,7 @@ def decode_event(raw: bytes | None, source: Source, topic: str) -> Event | Rejec
 
 
 _BACKSLASH = ord("\\")
+_UNSET = msgspec.UNSET
 
 _ANY_LENGTH = 2**63
 """No limit on the length of ids: :func:`decode_event` leaves the limits to its caller."""
@@ -197,7 +198,7 @@ def decode_common(raw: bytes, source: Source, topic: str, max_chars: int) -> Eve
     customer_id = doc.customer_id
     event_type = doc.type
     anonymous_id: str | None = None
-    if doc.anonymous_id is not msgspec.UNSET:
+    if doc.anonymous_id is not _UNSET:
         anonymous_id = doc.anonymous_id
         if not anonymous_id or len(anonymous_id) > max_chars:
             return None
@@ -214,7 +215,7 @@ def decode_common(raw: bytes, source: Source, topic: str, max_chars: int) -> Eve
     if (
         text.isascii()
         and text.encode().translate(_DIGITS_AS_9) in _COMMON_SHAPES
-        and "0002" <= text[:4] <= "9998"
+        and "0002" <= text < "9999"  # years 2 to 9998 (4 digits: compared as text)
     ):
         try:
             if text[-1] == "Z":
