@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -67,15 +67,27 @@ class Rejection:
     detail: str
 
 
-_COMMON_TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
-    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_DIGITS_AS_9 = bytes.maketrans(b"0123456789", b"9999999999")
+_COMMON_SHAPES = frozenset(
+    f"9999-99-99T99:99:99{fraction}{zone}".encode()
+    for fraction in ("", *(f".{'9' * digits}" for digits in range(1, 10)))
+    for zone in ("Z", "+99:99", "-99:99")
 )
-"""The shapes producers send (upper-case ``T`` and ``Z``, at most microseconds), which
-``datetime.fromisoformat`` reads as they are; anything else takes the exact path."""
+"""The shapes producers send, every digit written as 9: upper-case ``T`` and ``Z``, a
+fraction of 1 to 9 digits, and an offset (its range is checked by :data:`_OFFSETS`).
+``datetime.fromisoformat`` reads them once a fraction is cut to microseconds; anything
+else takes the exact path. An ASCII text translated to its shape and looked up is
+cheaper than a regular expression (about 1,700 instructions against 3,700)."""
 
+_OFFSETS = {
+    f"{sign}{hours:02d}:{minutes:02d}": (1 if sign == "+" else -1)
+    * timedelta(hours=hours, minutes=minutes)
+    for sign in "+-"
+    for hours in range(24)
+    for minutes in range(60)
+}
+"""Every offset RFC 3339 admits, as what to subtract to reach UTC."""
 
-_common_timestamp = _COMMON_TIMESTAMP.fullmatch
 _fromisoformat = datetime.fromisoformat
 
 
@@ -84,10 +96,23 @@ def parse_timestamp(text: str) -> datetime | None:
 
     Fractions beyond microseconds are truncated: Python's datetime holds no more.
     """
-    if _common_timestamp(text) is not None and "0002" <= text[:4] <= "9998":
+    if (
+        text.isascii()  # (the shapes are; and encode() cannot fail then)
+        and text.encode().translate(_DIGITS_AS_9) in _COMMON_SHAPES
+        and "0002" <= text < "9999"  # years 2 to 9998 (4 digits: compared as text)
+    ):
+        # A common shape, cheaper than the exact path but the same datetime: the date
+        # and time are text[:19], then maybe a fraction, then 'Z' or a six-character
+        # offset; text[:26] keeps a fraction to microseconds (the exact path's [:7]).
         try:
-            return _fromisoformat(text).astimezone(UTC)
-        except (ValueError, OverflowError):  # Feb 30; or year 1 / 9999 shifted out of range
+            if text[-1] == "Z":
+                return _fromisoformat(text if len(text) <= 27 else text[:26] + "Z")
+            offset = _OFFSETS.get(text[-6:])
+            if offset is not None:  # else hours past 23 or minutes past 59: exact path
+                # As UTC, then the offset subtracted: what astimezone(UTC) gives, in C and
+                # without building a timezone per record. Years 2 to 9998 cannot overflow.
+                return _fromisoformat(text[:-6][:26] + "Z") - offset
+        except ValueError:  # Feb 30
             return None
     return _parse_timestamp_exact(text)
 
@@ -137,23 +162,62 @@ def decode_event(raw: bytes | None, source: Source, topic: str) -> Event | Rejec
     The typed fast path returns only events the exact decoder returns too;
     whatever it does not take, or would judge differently, goes to :func:`decode_exact`.
     """
-    if raw is None or (b"\\" in raw and b"\\u" in raw):  # a one-byte search first: cheaper
-        return decode_exact(raw, source, topic)
+    if raw is not None:
+        event = decode_common(raw, source, topic, _ANY_LENGTH)
+        if event is not None:
+            return event
+    return decode_exact(raw, source, topic)
+
+
+_BACKSLASH = ord("\\")
+_UNSET = msgspec.UNSET
+
+_ANY_LENGTH = 2**63
+"""No limit on the length of ids: :func:`decode_event` leaves the limits to its caller."""
+
+
+def decode_common(raw: bytes, source: Source, topic: str, max_chars: int) -> Event | None:
+    """The typed fast path alone: the event if ``raw`` has the common shape of a valid
+    event whose ids and type are at most ``max_chars`` characters long; else None, and
+    the caller takes :func:`decode_exact`, which returns an equal event wherever this does.
+
+    One function for everything the common record needs, for
+    :func:`processor.contracts.limits.decode_record` (once per input record):
+    decode_record's id checks are done here, on the fields, before an Event exists.
+    """
+    # A backslash first, as an int: ``b"\\" in raw`` first tries the needle as an int, and
+    # that failed try costs more than the search (0.17 us against 0.03 us a record).
+    if _BACKSLASH in raw and b"\\u" in raw:
+        return None
     try:
         doc = _decode_common(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return decode_exact(raw, source, topic)
-    anonymous_id = None if doc.anonymous_id is msgspec.UNSET else doc.anonymous_id
-    valid_ids = doc.event_id and doc.customer_id and anonymous_id != ""
-    occurred_at = parse_timestamp(doc.occurred_at) if valid_ids else None
+        return None
+    event_id = doc.event_id
+    customer_id = doc.customer_id
+    event_type = doc.type
+    anonymous_id: str | None = None
+    if doc.anonymous_id is not _UNSET:
+        anonymous_id = doc.anonymous_id
+        if not anonymous_id or len(anonymous_id) > max_chars:
+            return None
+    if (
+        not event_id
+        or not customer_id
+        or len(event_id) > max_chars
+        or len(customer_id) > max_chars
+        or len(event_type) > max_chars
+    ):
+        return None
+    occurred_at = parse_timestamp(doc.occurred_at)
     if occurred_at is None:
-        return decode_exact(raw, source, topic)
+        return None
     return Event(
-        doc.event_id,
-        doc.customer_id,
+        event_id,
+        customer_id,
         source,
         topic,
-        doc.type,
+        event_type,
         occurred_at,
         doc.properties,
         False,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor.contracts.inputs import Rejection, decode_event
+from processor.contracts.inputs import Rejection, decode_common, decode_exact
 from processor.engine import Event, Source
 
 BUNDLE_OVERHEAD_BYTES = 1_024
@@ -85,16 +85,13 @@ def decode_record(
             f"key and value are {size} bytes; at most {limits.max_event_bytes} "
             "(JOURNEY_MAX_EVENT_BYTES)",
         )
-    decoded = decode_event(value, source, topic)
+    if value is not None:
+        # Most ids are far below the limit in characters (a code point is at most 4
+        # UTF-8 bytes): then the fast path's event is the one check_event lets through.
+        event = decode_common(value, source, topic, limits.max_id_length // 4)
+        if event is not None:
+            return event
+    decoded = decode_exact(value, source, topic)  # what decode_event gives, when not common
     if type(decoded) is Event:
-        # Most ids are far below the limit in characters: skip check_event's byte counts.
-        short = limits.max_id_length // 4
-        anonymous_id = decoded.anonymous_id
-        if (
-            len(decoded.event_id) > short
-            or len(decoded.customer_id) > short
-            or len(decoded.type) > short
-            or (anonymous_id is not None and len(anonymous_id) > short)
-        ):
-            return limits.check_event(decoded) or decoded
+        return limits.check_event(decoded) or decoded
     return decoded

@@ -70,13 +70,21 @@ def apply(state: CustomerState | None, event: Event, model: JourneyModel) -> Ste
     """
     evidence = model.evidence.get((event.source, event.type))
     if evidence is None:
-        return Step(state, (), "ignored")
+        return _new_step(Step, (state, (), "ignored"))
     if state is None:
         return _apply_general(None, event, evidence, model)
     event_id = event.event_id
     if event_id in state.recent_event_ids:
         return reemit(state, event_id)
-    target = evidence.stage if type(evidence) is FixedEvidence else _target(state, event, evidence)
+    if type(evidence) is FixedEvidence:
+        target = evidence.stage
+        rank = model.rank
+        # The most common case of all, without the call to _moves: evidence of the
+        # customer's pre-purchase stage or an earlier one moves nothing (rule 2).
+        if rank[target] <= rank[state.stage] < model.purchase_rank:
+            return _apply_still(state, event, target, evidence, model)
+    else:
+        target = _target(state, event, evidence)
     if _moves(state, event, target, evidence, model):
         return _apply_general(state, event, evidence, model)
     return _apply_still(state, event, target, evidence, model)
@@ -132,8 +140,13 @@ def _apply_still(
         )
     triggers = state.triggers
     outputs: tuple[Output, ...] = ()
-    if model.triggers and not model.reactions.quiet(
-        triggers, state.stage, state.cycle, event.source, event.type
+    reactions = model.reactions
+    if (
+        model.triggers
+        # Reactions.quiet in brief for most customers (no timer armed, nothing fired yet):
+        # then only the event's (source, type) can wake a rule.
+        and (triggers.timers or triggers.fired or (event.source, event.type) in reactions.pairs)
+        and not reactions.quiet(triggers, state.stage, state.cycle, event.source, event.type)
     ):
         triggers, outputs = on_applied(
             triggers,
@@ -144,15 +157,16 @@ def _apply_still(
             judged=[(event, target)],
         )
     ids = (*state.recent_event_ids, event.event_id)
+    applied_count = state.applied_count
     if len(ids) >= DEDUPE_CHUNK:
-        sealed = ChunkSealed(state.customer_id, state.applied_count // DEDUPE_CHUNK, ids)
+        sealed = ChunkSealed(state.customer_id, applied_count // DEDUPE_CHUNK, ids)
         outputs = (*outputs, sealed)
         ids = ()
     last_event_at = state.last_event_at
     still = replace(
         state,
         last_event_at=at if at > last_event_at else last_event_at,
-        applied_count=state.applied_count + 1,
+        applied_count=applied_count + 1,
         recent_event_ids=ids,
         last_support=last_support,
         triggers=triggers,
@@ -230,13 +244,8 @@ def fire_due(state: CustomerState, now: datetime, tick_id: str, model: JourneyMo
 
 
 def _context(state: CustomerState, model: JourneyModel) -> Context:
-    return Context(
-        customer_id=state.customer_id,
-        stage=state.stage,
-        cycle=state.cycle,
-        rules=model.triggers,
-        model_name=model.name,
-        model_version=model.version,
+    return Context(  # positional (in field order): cheaper than keywords
+        state.customer_id, state.stage, state.cycle, model.triggers, model.name, model.version
     )
 
 
@@ -367,19 +376,19 @@ def _move(
     late: bool = False,
 ) -> tuple[CustomerState, StageChange]:
     first = state.sequence == 0
-    change = StageChange(
-        customer_id=state.customer_id,
-        cycle=cycle,
-        sequence=state.sequence + 1,
-        from_stage=None if first else state.stage,
-        to_stage=target,
-        changed_at=at,
-        previous_stage_entered_at=None if first else state.stage_entered_at,
-        evidence=evidence,
-        model_name=model.name,
-        model_version=model.version,
-        caused_by=evidence.event_id if caused_by is None else caused_by,
-        late=late,
+    change = StageChange(  # positional (in field order): cheaper than keywords
+        state.customer_id,
+        cycle,
+        state.sequence + 1,
+        None if first else state.stage,
+        target,
+        at,
+        None if first else state.stage_entered_at,
+        evidence,
+        model.name,
+        model.version,
+        evidence.event_id if caused_by is None else caused_by,
+        late,
     )
     recent = (*state.recent_changes, change)[-RECENT_CHANGES:]
     moved = replace(

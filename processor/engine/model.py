@@ -62,14 +62,14 @@ class JourneyModel:
     (``[identity]`` in the definition); never evidence of a stage."""
     rank: Mapping[Stage, int] = field(init=False, repr=False, compare=False)
     reactions: Reactions = field(init=False, repr=False, compare=False)
+    purchase_rank: int = field(init=False, repr=False, compare=False)
+    """``rank[purchase_stage]``, computed once: the engine reads it for most events."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rank", {stage: i for i, stage in enumerate(self.stages)})
+        rank = {stage: i for i, stage in enumerate(self.stages)}
+        object.__setattr__(self, "rank", rank)
         object.__setattr__(self, "reactions", Reactions.of(self.triggers))
-
-    @property
-    def purchase_rank(self) -> int:
-        return self.rank[self.purchase_stage]
+        object.__setattr__(self, "purchase_rank", rank[self.purchase_stage])
 
     def evidence_for(self, source: Source, event_type: str) -> Evidence | None:
         """What an event of this source and type is evidence of; None means ignore it."""

@@ -11,17 +11,22 @@ and on timestamps.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor.contracts.inputs import (
+    Rejection,
     _parse_timestamp_exact,
     decode_event,
     decode_exact,
     parse_timestamp,
 )
+from processor.contracts.limits import Limits, decode_record
+from processor.engine import Event
 
 scalars = st.one_of(
     st.none(),
@@ -46,7 +51,9 @@ timestamps = st.one_of(
         digits,
         digits,
         st.sampled_from(["T", "t", " "]),
-        st.sampled_from(["", ".1", ".123", ".123456", ".1234567", ".123456789", "."]),
+        st.sampled_from(
+            ["", ".1", ".123", ".123456", ".1234567", ".12345678", ".123456789", ".1234567890", "."]
+        ),
         st.sampled_from(["Z", "z", "+00:00", "-05:00", "+23:59", "+24:00", "-00:60", "", "+0100"]),
     ),
     st.text(max_size=30),
@@ -187,3 +194,106 @@ def test_the_common_timestamp_path_agrees_with_the_exact_parser(text: str) -> No
     exact = _parse_timestamp_exact(text)
     if fast is not None and exact is not None:
         assert fast.utcoffset() == exact.utcoffset()
+        assert fast.tzinfo is exact.tzinfo is UTC, "the same tzinfo object: encoded alike"
+        assert fast.fold == exact.fold
+
+
+@st.composite
+def common_timestamps(draw: st.DrawFn) -> str:
+    """Valid timestamps of the shapes producers send, which ``parse_timestamp`` reads
+    without the exact parser: 'Z' or an offset (-00:00 too), 0 to 9 fraction digits."""
+    moment = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    digits = draw(st.integers(0, 9))
+    if digits:
+        text += "." + draw(st.text("0123456789", min_size=digits, max_size=digits))
+    if draw(st.booleans()):
+        return text + "Z"
+    sign = draw(st.sampled_from("+-"))
+    return text + f"{sign}{draw(st.integers(0, 23)):02d}:{draw(st.integers(0, 59)):02d}"
+
+
+@settings(max_examples=1000)
+@given(text=common_timestamps())
+def test_the_common_shapes_parse_as_the_exact_parser_parses_them(text: str) -> None:
+    fast = parse_timestamp(text)
+    exact = _parse_timestamp_exact(text)
+    assert fast == exact
+    if fast is not None and exact is not None:
+        assert fast.tzinfo is exact.tzinfo is UTC, "the same tzinfo object: encoded alike"
+        assert (fast.microsecond, fast.fold) == (exact.microsecond, exact.fold)
+
+
+@settings(max_examples=300)
+@given(text=common_timestamps())
+def test_the_common_shapes_decode_as_the_exact_decoder_decodes_them(text: str) -> None:
+    """``decode_common`` parses the common shapes inline: the same datetime as the exact path."""
+    doc = {"event_id": "e", "customer_id": "c", "type": "t", "occurred_at": text}
+    _same(json.dumps(doc).encode())
+    fast = decode_event(json.dumps(doc).encode(), "clickstream", "t.c")
+    if isinstance(fast, Event):
+        assert fast.occurred_at.tzinfo is UTC
+
+
+def _record_by_the_rules(key: bytes | None, value: bytes | None, limits: Limits) -> object:
+    """What ``decode_record`` must give, without its fast path: the size limit, the
+    exact decoder, then the id lengths."""
+    if limits.too_large(key, value):
+        size = len(key or b"") + len(value or b"")
+        return Rejection(
+            "too_large",
+            f"key and value are {size} bytes; at most {limits.max_event_bytes} "
+            "(JOURNEY_MAX_EVENT_BYTES)",
+        )
+    decoded = decode_exact(value, "clickstream", "t.c")
+    if isinstance(decoded, Event):
+        return limits.check_event(decoded) or decoded
+    return decoded
+
+
+ids = st.sampled_from(["a", "\u00e9"]) | st.text("a\u00e9\U0001f600", min_size=1, max_size=12)
+valid_documents = st.fixed_dictionaries(
+    {"event_id": ids, "customer_id": ids, "type": ids, "occurred_at": common_timestamps()},
+    optional={"anonymous_id": ids, "properties": st.dictionaries(st.text(max_size=3), scalars)},
+)
+"""Mostly valid events, with ids near the length limits: where the fast path decides."""
+
+
+@settings(max_examples=1000)
+@given(
+    doc=valid_documents | documents(),
+    key=st.none() | st.binary(max_size=40),
+    max_id_length=st.integers(1, 48),
+    max_event_bytes=st.integers(0, 1000),
+    cut=st.none() | st.integers(0, 300),
+)
+def test_decode_record_gives_what_the_rules_give(
+    doc: dict[str, Any],
+    key: bytes | None,
+    max_id_length: int,
+    max_event_bytes: int,
+    cut: int | None,
+) -> None:
+    """``decode_record`` takes the fast path with the id lengths checked inline; it gives
+    what the size limit, the exact decoder and ``Limits.check_event`` give, in that order."""
+    limits = Limits(max_event_bytes=max_event_bytes, max_id_length=max_id_length)
+    value: bytes | None = json.dumps(doc, ensure_ascii=False).encode()  # unescaped: fast
+    if cut is not None:
+        value = value[:cut] if cut % 3 else None
+    result = decode_record(key, value, "clickstream", "t.c", limits)
+    expected = _record_by_the_rules(key, value, limits)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+@pytest.mark.parametrize("field", ["event_id", "customer_id", "type", "anonymous_id"])
+@pytest.mark.parametrize("chars", range(1, 8))
+def test_decode_record_measures_each_id_in_bytes(field: str, chars: int) -> None:
+    """An id of four-byte characters just over the fast path's character bound."""
+    limits = Limits(max_id_length=8)  # the fast path takes at most 2 characters
+    doc = {"event_id": "e", "customer_id": "c", "type": "t", "occurred_at": "2025-03-01T00:00:00Z"}
+    doc[field] = "\U0001f600" * chars
+    value = json.dumps(doc, ensure_ascii=False).encode()
+    result = decode_record(None, value, "clickstream", "t.c", limits)
+    assert result == _record_by_the_rules(None, value, limits)
+    assert isinstance(result, Event) == (chars <= 2)

@@ -14,7 +14,7 @@ from datetime import datetime
 from processor.engine.triggers.kinds.base import Applied
 from processor.engine.triggers.registry import KINDS, TIMED
 from processor.engine.triggers.rules import EventMatch, TriggerRule
-from processor.engine.triggers.state import Context, _Counts, _fired
+from processor.engine.triggers.state import Context, _count, _counts, _fired, _snapshot
 from processor.engine.vocabulary import (
     RECENT_TRIGGERS,
     Event,
@@ -88,8 +88,10 @@ class Reactions:
             rule = self.rules.get(timer.rule)
             if rule is None or rule.until_activity or rule.after_stage not in (None, stage):
                 return False  # re-armed by any activity, or cancelled now
-        fired = state.fired
-        return not fired or all(f.cycle == cycle for f in fired)
+        for fired in state.fired:  # noqa: SIM110 (all() would build a generator per event)
+            if fired.cycle != cycle:
+                return False
+        return True
 
 
 def on_applied(
@@ -107,40 +109,40 @@ def on_applied(
     is evidence of at its own time (default: the applied event, at the customer's
     stage now).
     """
-    timers = {t.rule: t for t in state.timers}
+    cycle = ctx.cycle
+    timers: dict[str, Timer] = {}
+    if previous_cycle is None or cycle == previous_cycle:  # a new cycle drops every absence
+        for timer in state.timers:
+            timers[timer.rule] = timer
     fired_now: list[TriggerFired] = []
-    counts = _Counts(state.fired, ctx.cycle)
-    if previous_cycle is not None and ctx.cycle != previous_cycle:
-        timers.clear()  # a new cycle: every absence of the old one is moot
+    counts = _counts(state.fired, cycle)
 
     def fire(rule: TriggerRule, fired_at: datetime, reason: str, evidence: tuple[str, ...]) -> None:
-        if ctx.cycle < rule.min_cycle or not counts.may_fire(rule, fired_at):
+        if cycle < rule.min_cycle:
             return
-        fired_now.append(
-            _fired(
-                rule,
-                ctx,
-                counts.record(rule, fired_at),
-                fired_at,
-                reason,
-                evidence,
-                caused_by=event.event_id,
+        occurrence = _count(counts, rule, cycle, fired_at)
+        if occurrence:
+            fired_now.append(
+                _fired(rule, ctx, occurrence, fired_at, reason, evidence, caused_by=event.event_id)
             )
-        )
 
     stage = ctx.stage
     if judged is None:
         judged = [(event, stage)]
     kinds = KINDS
-    applied = Applied(event, stage, changes, judged, timers, fire)
+    applied = _new_applied(Applied, (event, stage, changes, judged, timers, fire))
     for rule in ctx.rules:  # in definition order: the order of the triggers fired
         kinds[rule.kind].on_applied(rule, applied)
 
     recent = state.recent
     if fired_now or len(recent) > RECENT_TRIGGERS:
         recent = (*recent, *fired_now)[-RECENT_TRIGGERS:]
-    new = TriggerState(timers=_by_deadline(timers), fired=counts.snapshot(), recent=recent)
+    new = TriggerState(_by_deadline(timers), _snapshot(counts), recent)
     return new, tuple(fired_now)
+
+
+_new_applied = tuple.__new__
+"""Builds an :class:`Applied` in C: a NamedTuple's own ``__new__`` is a Python function."""
 
 
 def _by_deadline(timers: dict[str, Timer]) -> tuple[Timer, ...]:
@@ -163,17 +165,20 @@ def on_tick(
     if not due:
         return state, ()
     rules = {r.name: r for r in ctx.rules}
-    counts = _Counts(state.fired, ctx.cycle)
+    counts = _counts(state.fired, ctx.cycle)
     fired_now: list[TriggerFired] = []
     for timer in due:
         rule = rules.get(timer.rule)
-        if rule is None or ctx.cycle < rule.min_cycle or not counts.may_fire(rule, timer.deadline):
+        if rule is None or ctx.cycle < rule.min_cycle:
+            continue
+        occurrence = _count(counts, rule, ctx.cycle, timer.deadline)
+        if not occurrence:
             continue
         fired_now.append(
             _fired(
                 rule,
                 ctx,
-                counts.record(rule, timer.deadline),
+                occurrence,
                 timer.deadline,
                 TIMED.timer_reason(rule, ctx.stage),
                 (timer.anchor,),
@@ -182,7 +187,7 @@ def on_tick(
         )
     new = TriggerState(
         timers=tuple(t for t in state.timers if t.deadline > now),
-        fired=counts.snapshot(),
+        fired=_snapshot(counts),
         recent=(*state.recent, *fired_now)[-RECENT_TRIGGERS:],
     )
     return new, tuple(fired_now)
