@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -46,13 +48,21 @@ async def read_all(bootstrap: str, topic: str, expected: int) -> dict[int, list[
     return got
 
 
-async def create(bootstrap: str, *topics: str) -> None:
+@asynccontextmanager
+async def producing(bootstrap: str, *topics: str) -> AsyncIterator[AIOKafkaProducer]:
+    """The topics created, and a started producer for them (stopped at the end)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
     finally:
         await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=-1)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
 
 
 def wiring(producer: AIOKafkaProducer) -> tuple[Outbox, Deliveries, FailStop, asyncio.Event]:
@@ -67,11 +77,6 @@ def wiring(producer: AIOKafkaProducer) -> tuple[Outbox, Deliveries, FailStop, as
 
 async def test_records_land_where_send_would_put_them_in_order(broker: EmbeddedBroker) -> None:
     batched, direct = "outbox-batched", "outbox-direct"
-    await create(broker.bootstrap, batched, direct)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=-1)
-    await producer.start()
-    outbox, deliveries, failstop, _ = wiring(producer)
-    send = outbox.sender(batched)
     # 30 keys, 40 records each, a few large enough to fill a 16 KB batch on their own.
     records = [
         Record(
@@ -81,17 +86,17 @@ async def test_records_land_where_send_would_put_them_in_order(broker: EmbeddedB
         )
         for i in range(1200)
     ]
-    try:
+    async with producing(broker.bootstrap, batched, direct) as producer:
+        outbox, deliveries, failstop, _ = wiring(producer)
+        send = outbox.sender(batched)
         for record in records:
             await send(record, None)
             await producer.send(direct, record.value, key=record.key, headers=record.headers)
         await producer.flush()
         assert await deliveries.settle()
         assert not deliveries.pending and not failstop.failed
-        got = await read_all(broker.bootstrap, batched, len(records))
-        want = await read_all(broker.bootstrap, direct, len(records))
-    finally:
-        await producer.stop()
+    got = await read_all(broker.bootstrap, batched, len(records))
+    want = await read_all(broker.bootstrap, direct, len(records))
     assert got == want  # per partition: the same records, in the same order
     assert sum(len(v) for v in got.values()) == len(records)
     assert len(got) > 1  # spread over partitions by key, as send spreads them
@@ -101,13 +106,10 @@ async def test_records_land_where_send_would_put_them_in_order(broker: EmbeddedB
 async def test_a_settle_hands_over_what_is_still_buffered(broker: EmbeddedBroker) -> None:
     """A commit settles first: records appended a moment ago are on the broker when it returns."""
     topic = "outbox-settle"
-    await create(broker.bootstrap, topic)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=-1)
-    await producer.start()
-    outbox, deliveries, _, _ = wiring(producer)
     delivered: list[tuple[int, int]] = []
-    outbox.watch(topic, lambda partition, offset: delivered.append((partition, offset)))
-    try:
+    async with producing(broker.bootstrap, topic) as producer:
+        outbox, deliveries, _, _ = wiring(producer)
+        outbox.watch(topic, lambda partition, offset: delivered.append((partition, offset)))
         # No await that yields between the sends and the settle: the scheduled flush has
         # not run, so only the settle's own flush can have handed the records over.
         for i in range(500):
@@ -115,10 +117,7 @@ async def test_a_settle_hands_over_what_is_still_buffered(broker: EmbeddedBroker
         assert not outbox.empty
         assert await deliveries.settle()
         assert outbox.empty and not deliveries.pending
-        got = await read_all(broker.bootstrap, topic, 500)
-    finally:
-        await producer.stop()
-    # Each delivered batch told its partition and the offset of its last record.
+    got = await read_all(broker.bootstrap, topic, 500)
     assert {p: [v for _, v, *_ in records] for p, records in got.items()} == {
         p: [b"v%d" % i for i in range(p, 500, 2)] for p in (0, 1)
     }
@@ -126,35 +125,28 @@ async def test_a_settle_hands_over_what_is_still_buffered(broker: EmbeddedBroker
     assert {p: max(o for q, o in delivered if q == p) for p, _ in delivered} == {0: 249, 1: 249}
 
 
-async def test_records_sent_after_a_settle_go_out_without_one(broker: EmbeddedBroker) -> None:
+async def test_records_go_out_without_a_settle(broker: EmbeddedBroker) -> None:
     """The outbox flushes itself on the next loop turn: a bundle's outputs do not wait for
     the next commit."""
     topic = "outbox-soon"
-    await create(broker.bootstrap, topic)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=-1)
-    await producer.start()
-    outbox, _, _, _ = wiring(producer)
     last = asyncio.Event()
-    outbox.watch(topic, lambda partition, offset: last.set() if offset == 9 else None)
-    try:
+    async with producing(broker.bootstrap, topic) as producer:
+        outbox, _, _, _ = wiring(producer)
+        outbox.watch(topic, lambda partition, offset: last.set() if offset == 9 else None)
         for i in range(10):
             await outbox.send(topic, b"k", b"v%d" % i, 3)
         await asyncio.wait_for(last.wait(), 10)  # no settle, no flush of ours: it went itself
-        got = await read_all(broker.bootstrap, topic, 10)
-        assert got == {3: [(b"k", b"v%d" % i) for i in range(10)]}
-    finally:
-        await producer.stop()
+    got = await read_all(broker.bootstrap, topic, 10)
+    assert got == {3: [(b"k", b"v%d" % i) for i in range(10)]}
 
 
 async def test_a_producer_that_takes_no_batch_stops_the_worker(broker: EmbeddedBroker) -> None:
     topic = "outbox-closed"
-    await create(broker.bootstrap, topic)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=-1)
-    await producer.start()
-    outbox, deliveries, failstop, exits = wiring(producer)
-    await outbox.send(topic, b"k", b"v", 0)
-    assert await deliveries.settle()
-    await producer.stop()  # its accumulator is closed: send_batch raises
+    async with producing(broker.bootstrap, topic) as producer:
+        outbox, deliveries, failstop, exits = wiring(producer)
+        await outbox.send(topic, b"k", b"v", 0)
+        assert await deliveries.settle()
+    # The producer is stopped, its accumulator closed: send_batch raises.
     await outbox.send(topic, b"k", b"v", 0)
     assert not await deliveries.settle()  # nothing may be committed
     assert failstop.reason is not None and "did not take a record batch" in failstop.reason
