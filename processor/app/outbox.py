@@ -130,18 +130,21 @@ class Outbox:
                 await self.flush()
 
     async def flush(self) -> None:
-        """Submit every batch appended so far to the producer; their deliveries are tracked.
+        """Submit every batch appended before this flush began; their deliveries are tracked.
 
+        One pass: records appended while it waits for the producer (``send_batch``
+        waits until the partition's previous batch is taken) are left to the flush
+        their first record scheduled. A flush that went on until nothing was left
+        could hold the lock for a whole backlog, and a commit's settle waits for it.
         Raises what the producer raises (a closed producer, a full queue that did
         not drain in time): the caller stops the worker.
         """
         async with self._lock:
-            while self._full or self._open:
-                ready, self._full = self._full, []
-                ready.extend(self._open.items())
-                self._open = {}
-                for (topic, partition), batch in ready:
-                    await self._submit(topic, partition, batch)
+            ready, self._full = self._full, []
+            ready.extend(self._open.items())
+            self._open = {}
+            for (topic, partition), batch in ready:
+                await self._submit(topic, partition, batch)
 
     def _flush_soon(self) -> None:
         self._scheduled = False
