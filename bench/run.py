@@ -40,7 +40,7 @@ from bench.harness.logs import log_summary
 from bench.harness.offsets import Offsets
 from bench.harness.population import create_topics, population, produce
 from bench.harness.processes import indented_tail, interrupt_on_sigterm, stop_children
-from bench.harness.results import Row, table
+from bench.harness.results import Row, ratio, table
 from bench.rows import event_time, quix
 from bench.rows.engine import digest, engine_only
 from bench.rows.faust_agents import baseline_faust
@@ -231,6 +231,8 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
     print()
     print(f"{engine.customers:,} customers; every row reads the same {n:,} records")
     print(table(rows, plain, noop))
+    if peer is not None:
+        print(peer_comparison(processor, unheld, peer.row))
     if processor.seconds is None:
         print(f"processor worker did not finish; its log ({worker.log_path}) ends:")
         print(indented_tail(worker))
@@ -259,6 +261,19 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
         f"{figures.chunk_changelog:,} ({figures.chunk_changelog * per:.3f}/event); "
         f"a write-per-event design writes 1.000/event"
     )
+    if figures.cpu_to_last_output is not None:
+        cpu = figures.cpu_to_last_output
+        print(
+            f"processor: worker CPU from Ready to its last output {cpu:.1f} s, "
+            f"{cpu / n * 1e6:.0f} us/event (without the idle wait for the closing commit)"
+        )
+    if processor.work is not None:
+        print(
+            f"processor: every record that led to an output committed {processor.work:.1f} s "
+            f"after Ready ({n / processor.work:,.0f} events/s, "
+            f"{ratio(processor.work_rate, plain.rate if plain else None)} of A); the headline "
+            "also waits for the watermark bundles that follow the work"
+        )
     if figures.inputs_done is not None:
         print(
             f"processor: inputs committed to their ends (router done) {figures.inputs_done:.1f} s"
@@ -346,6 +361,32 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, work: Path) -> C
         "and output topic."
     )
     return worker
+
+
+def peer_comparison(processor: Row, unheld: Row | None, peer: Row) -> str:
+    """The processor's rate over the Quix peer's, by each of the three ends a run has.
+
+    The headline (everything committed) also waits for the processor's internal topic to
+    be committed to its very end, and that topic carries watermark bundles that never stop:
+    every 0.25 s while anything moves and for ``QUIET_AFTER`` (10 s) after, so that end
+    trails the work by seconds. "Work committed" ends when every record that led to an
+    output is committed, which is all the peer's own "committed" end means (its topics
+    carry nothing else). The exact end (last output record) needs no commit at all.
+    """
+
+    def ratio_of(ours: float | None, theirs: float | None) -> str:
+        return f"{ours / theirs:.2f}x" if ours and theirs else "-"
+
+    lines = ["processor vs the Quix peer (events/s over events/s):"]
+    for row in (processor, unheld):
+        if row is None:
+            continue
+        lines.append(
+            f"    {row.name}: headline {ratio_of(row.rate, peer.rate)}, work committed "
+            f"{ratio_of(row.work_rate, peer.work_rate)}, exact end "
+            f"{ratio_of(row.exact_rate, peer.exact_rate)}"
+        )
+    return "\n".join(lines)
 
 
 def quix_lines(peer: quix.QuixFigures, applied: int, changes: int, n: int) -> str:

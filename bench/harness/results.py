@@ -18,6 +18,9 @@ class Row:
     high: float | None = None
     exact: float | None = None
     """Seconds to the last record seen by other means than commits (see the timing note)."""
+    work: float | None = None
+    """Seconds until every record that led to an output was seen committed
+    (:attr:`bench.harness.watch.Watch.work_committed`)."""
     note: str = ""
 
     @property
@@ -27,6 +30,10 @@ class Row:
     @property
     def exact_rate(self) -> float | None:
         return self.events / self.exact if self.exact else None
+
+    @property
+    def work_rate(self) -> float | None:
+        return self.events / self.work if self.work else None
 
 
 def fmt(value: float | None, spec: str) -> str:

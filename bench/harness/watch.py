@@ -36,6 +36,14 @@ class Watch:
     inputs_done: float | None = None
     """When the input topics were first seen committed to their ends (the router is done)."""
     samples: list[Sample] = field(default_factory=list)
+    activity_chained: dict[TopicPartition, int] = field(default_factory=dict)
+    """The ``chained`` (internal) topic's end offsets read when the outputs last grew."""
+    work_committed: float | None = None
+    """When the inputs, and the internal topic up to its end at the last output growth, were
+    first seen committed: every record that led to an output is committed. The processor's
+    internal topic also carries watermark bundles that never stop (a few seconds apart once
+    quiet), so "committed to its end" waits out that rhythm; this does not, and it is what a
+    peer without such records (Quix) reaches when it is "done"."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,10 @@ async def watch_group(
             if grown != seen.activity_ends:
                 seen.activity_ends = grown
                 seen.last_activity = now
+                seen.activity_chained = {
+                    tp: end for tp, end in outputs.items() if tp.topic in chained
+                }
+                seen.work_committed = None  # more work came: committed once it is too
         seen.samples.append(
             Sample(
                 now,
@@ -121,6 +133,13 @@ async def watch_group(
             on_sample(seen.samples[-1])
         if seen.inputs_done is None and complete(committed, ends, inputs):
             seen.inputs_done = now
+        if (
+            seen.work_committed is None
+            and seen.last_activity is not None
+            and complete(committed, ends, inputs)
+            and complete(committed, seen.activity_chained, chained)
+        ):
+            seen.work_committed = now
         seen.progress = ", ".join(
             f"{topic}: {total(committed, [topic])}/{total(ends, [topic])} committed"
             for topic in everything
@@ -130,6 +149,8 @@ async def watch_group(
         previous = committed
         if complete(committed, ends, inputs) and complete(committed, ends, chained):
             seen.done = now
+            if seen.work_committed is None:  # the outputs grew in this last poll
+                seen.work_committed = now
             return seen
         if moved:
             seen.last_incomplete_commit = now
@@ -183,6 +204,7 @@ def row_from_watch(name: str, events: int, launched: float, seen: Watch) -> Row:
         startup=seen.start - launched,
         low=max(low_end - seen.start, 1e-3),
         high=seen.done - seen.start,
+        work=seen.work_committed - seen.start if seen.work_committed else None,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness.cpu import process_cpu
+from bench.harness.cpu import CpuWatch, process_cpu
 from bench.harness.offsets import FinalStates, Offsets, every_record, latest_states, total
 from bench.harness.processes import spawn_worker, stop_one
 from bench.harness.results import Row
@@ -33,6 +35,8 @@ class ProcessorFigures:
     changes: Chains = field(default_factory=Chains)
     """Every stage change on the output topic, as per-customer chains."""
     timeline: list[str] = field(default_factory=list)
+    cpu_to_last_output: float | None = None
+    """The worker's CPU seconds from Ready to its last output record (the exact end)."""
 
 
 async def processor_end_to_end(
@@ -53,6 +57,11 @@ async def processor_end_to_end(
     outputs = [settings.stage_changes_topic, settings.dead_letter_topic, state_log, chunk_log]
 
     cpu_at_ready: list[float | None] = []
+    # Sampled through the run, so that the CPU at the last output can be read afterwards:
+    # from Ready to the commit that ends the run the worker also idles through the commit
+    # interval, a second or two of polling that varies from run to run.
+    watch_cpu = CpuWatch({"worker": child.pid}, every=0.1)
+    sampling = asyncio.create_task(watch_cpu.run())
 
     async def ready() -> float | None:
         at = worker_ready(log)
@@ -76,6 +85,9 @@ async def processor_end_to_end(
         # Counted before the worker stops: on the way out it writes handover markers.
         ends = await offsets.ends([events_topic, *outputs])
     finally:
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
         stop_one(child)
     final = await latest_states(offsets.bootstrap, state_log, ends, limit)
     changes = await every_record(offsets.bootstrap, settings.stage_changes_topic, ends, limit)
@@ -100,4 +112,17 @@ async def processor_end_to_end(
         # CPU seconds from Ready to done: what the run cost, whatever else the machine did.
         cpu = cpu_at_done - started_cpu
         row.note = f"worker {cpu:.1f} CPU s, {cpu / expect * 1e6:.0f} us/event"
+        to_last = _cpu_at(watch_cpu, seen.last_activity)
+        if to_last is not None:
+            figures.cpu_to_last_output = to_last - started_cpu
     return row, figures, child
+
+
+def _cpu_at(watch: CpuWatch, moment: float | None) -> float | None:
+    """The worker's CPU seconds at the first sample at or after ``moment``."""
+    if moment is None:
+        return None
+    return next(
+        (s.processes["worker"] for s in watch.samples if s.at >= moment),
+        None,
+    )

@@ -62,6 +62,8 @@ def test_the_benchmark_prints_a_full_table_on_3000_records() -> None:
     assert timed.group(3) == "equal" and timed.group(1) == timed.group(2), timed.group(0)
     assert int(timed.group(1).replace(",", "")) > 100, timed.group(0)
     assert re.search(r"state per customer .*: mean [\d,]+ B, median [\d,]+ B", out)
+    assert re.search(r"every record that led to an output committed [\d.]+ s after Ready", out)
+    assert re.search(r"worker CPU from Ready to its last output [\d.]+ s, \d+ us/event", out)
 
 
 def test_the_ceiling_experiment_runs_on_2000_records() -> None:

@@ -53,3 +53,16 @@ def test_quix_changelog_keys_are_prefixed_and_values_json_strings() -> None:
     final = quix_states(latest)
     assert list(final.states) == ["c-2"]
     assert final.states["c-2"].customer_id == "c-2"
+
+
+def test_the_peer_comparison_gives_each_end_as_a_ratio() -> None:
+    from bench.run import peer_comparison
+
+    peer = Row("Quix Streams + this engine", 1000, 2.0, exact=2.0, work=2.0)  # 500/s
+    ours = Row("processor end to end", 1000, 1.6, exact=0.5, work=1.0)
+    lines = peer_comparison(ours, None, peer).splitlines()
+    assert lines[1].strip() == (
+        "processor end to end: headline 1.25x, work committed 2.00x, exact end 4.00x"
+    )
+    unknown = Row("processor, holding off", 1000, None)
+    assert "headline -, work committed -, exact end -" in peer_comparison(ours, unknown, peer)
