@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -145,6 +146,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+YOUNG_GENERATION = 50_000
+"""Allocations between two young collections of the worker's garbage collector (CPython: 700)."""
+
+
+def tune_garbage_collector() -> None:
+    """Freeze what startup built and collect young objects less often: for the worker.
+
+    The worker allocates a few hundred objects per event (decoded events, states,
+    records) and keeps almost none, so with CPython's default of a young collection
+    every 700 allocations it ran about 1,100 collections per 100,000 events, about
+    0.7 s of a 6-8 s run (measured with ``gc.callbacks`` in the benchmark's worker):
+    a tenth of its CPU, mostly spent walking survivors that never die (Faust's and
+    aiokafka's objects, the model, the metrics). ``gc.freeze`` moves everything
+    built so far out of the collector's sight, and a young generation of 50,000
+    makes the collections rarer: about 170 per 100,000 events, 0.11-0.16 s.
+    Reference counting still frees almost everything at once; only cycles wait
+    longer, and 50,000 young objects are a few megabytes at most.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION, middle, old)
+
+
 def run_worker(settings: Settings) -> int:
     """Validate, wait for the broker and create missing topics, then hand over to Faust.
 
@@ -169,6 +194,7 @@ def run_worker(settings: Settings) -> int:
     if journey.fence is not None:  # a zombie sends and commits nothing (processor/app/fence.py)
         fence.install(journey.fence)
     worker = faust.Worker(journey.faust, loglevel=settings.log_level, quiet=True)
+    tune_garbage_collector()
     try:
         worker.execute_from_commandline()  # returns only by raising SystemExit
     finally:
