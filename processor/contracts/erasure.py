@@ -65,13 +65,9 @@ def decode_erasure_request(
 
     ``position`` (``topic/partition/offset``) names a request that has no ``request_id``.
     """
-    if limits.too_large(key, value):
-        size = len(key or b"") + len(value or b"")
-        return Rejection(
-            "too_large",
-            f"key and value are {size} bytes; at most {limits.max_event_bytes} "
-            "(JOURNEY_MAX_EVENT_BYTES)",
-        )
+    oversize = limits.too_large(key, value)
+    if oversize is not None:
+        return oversize
     if value is None:
         return Rejection("not_json", "the record has no value (a tombstone)")
     try:

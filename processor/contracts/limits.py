@@ -48,8 +48,18 @@ class Limits:
         """The most a bundle's events' documents may add up to."""
         return self.max_message_bytes - BUNDLE_OVERHEAD_BYTES
 
-    def too_large(self, key: bytes | None, value: bytes | None) -> bool:
-        return len(key or b"") + len(value or b"") > self.max_event_bytes
+    def too_large(self, key: bytes | None, value: bytes | None) -> Rejection | None:
+        """A ``too_large`` rejection if key and value together exceed the limit."""
+        size = len(key or b"") + len(value or b"")
+        return self.too_large_rejection(size) if size > self.max_event_bytes else None
+
+    def too_large_rejection(self, size: int) -> Rejection:
+        """Why a record of ``size`` bytes (key and value) is refused: one text for every input."""
+        return Rejection(
+            "too_large",
+            f"key and value are {size} bytes; at most {self.max_event_bytes} "
+            "(JOURNEY_MAX_EVENT_BYTES)",
+        )
 
     def check_event(self, event: Event) -> Rejection | None:
         """An ``invalid_field`` rejection if an id or the type is longer than allowed."""
@@ -80,11 +90,7 @@ def decode_record(
     """An input record as an event, or why not: the size limits first, then the contract."""
     size = len(key or b"") + len(value or b"")
     if size > limits.max_event_bytes:  # limits.too_large, inline: this runs per record
-        return Rejection(
-            "too_large",
-            f"key and value are {size} bytes; at most {limits.max_event_bytes} "
-            "(JOURNEY_MAX_EVENT_BYTES)",
-        )
+        return limits.too_large_rejection(size)
     if value is not None:
         # Most ids are far below the limit in characters (a code point is at most 4
         # UTF-8 bytes): then the fast path's event is the one check_event lets through.

@@ -19,7 +19,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor.contracts.inputs import (
-    Rejection,
     _parse_timestamp_exact,
     decode_event,
     decode_exact,
@@ -238,13 +237,9 @@ def test_the_common_shapes_decode_as_the_exact_decoder_decodes_them(text: str) -
 def _record_by_the_rules(key: bytes | None, value: bytes | None, limits: Limits) -> object:
     """What ``decode_record`` must give, without its fast path: the size limit, the
     exact decoder, then the id lengths."""
-    if limits.too_large(key, value):
-        size = len(key or b"") + len(value or b"")
-        return Rejection(
-            "too_large",
-            f"key and value are {size} bytes; at most {limits.max_event_bytes} "
-            "(JOURNEY_MAX_EVENT_BYTES)",
-        )
+    oversize = limits.too_large(key, value)
+    if oversize is not None:
+        return oversize
     decoded = decode_exact(value, "clickstream", "t.c")
     if isinstance(decoded, Event):
         return limits.check_event(decoded) or decoded

@@ -651,3 +651,15 @@ def test_an_event_without_anonymous_id_is_measured_as_before() -> None:
     raw = orjson.dumps(event_doc(customer_id="c" * 17))
     result = decode_record(None, raw, "clickstream", "journey.clickstream", limits)
     assert assert_rejected(result, "invalid_field").detail.startswith("customer_id is ")
+
+
+def test_a_record_over_the_size_limit_says_how_large_it_is_and_the_setting() -> None:
+    limits = Limits(max_event_bytes=100)
+    value = orjson.dumps({"event_id": "e", "customer_id": "c", "type": "t", "pad": "x" * 100})
+    rejected = decode_record(b"key", value, "clickstream", "t.c", limits)
+    assert rejected == Rejection(
+        "too_large",
+        f"key and value are {3 + len(value)} bytes; at most 100 (JOURNEY_MAX_EVENT_BYTES)",
+    )
+    assert limits.too_large(b"key", value) == rejected  # erasure requests are told the same
+    assert limits.too_large(None, b"x" * 100) is None  # the limit itself is allowed
