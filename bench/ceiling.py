@@ -7,8 +7,10 @@ input topics with a plain aiokafka consumer (as the intake does), routes each
 batch, applies the bundles in process (no internal topic: the second hop is
 skipped, which a real design could not do for wrongly keyed records), keeps
 the four tables in RocksDB (rocksdict) with a changelog record per write, and
-sends every output with a plain aiokafka producer. Nothing is committed and
-nothing is recovered: the guarantees are not what is measured, the CPU is.
+sends every output and changelog record through the worker's own outbox
+(``processor.app.outbox``: a record batch per topic partition, ``send_batch``)
+on a plain aiokafka producer. Nothing is committed and nothing is recovered:
+the guarantees are not what is measured, the CPU is.
 
 It prints, from one run on one embedded broker: row A (the plain consumer, as
 in ``make bench``), the shell in process on dict tables (no I/O), and this
@@ -32,6 +34,7 @@ from bench.harness.config import PARTITIONS, SESSION_TIMEOUT
 from bench.harness.population import create_topics, population, produce
 from bench.rows.plain_consumer import baseline_aiokafka
 from bench.rows.shell import shell_in_process
+from processor.app.outbox import Outbox
 from processor.app.pipeline import InputRecord
 from processor.broker import EmbeddedBroker
 from processor.contracts.outputs import Record
@@ -48,10 +51,10 @@ TABLES = ("customer-state", "dedupe-chunks", "event-order", "aliases")
 class RocksTable(DictTable):
     """A table in RocksDB whose every write is also sent to its changelog topic."""
 
-    def __init__(self, path: Path, producer: AIOKafkaProducer, changelog: str) -> None:
+    def __init__(self, path: Path, outbox: Outbox, changelog: str) -> None:
         super().__init__()
         self.db = Rdict(str(path))
-        self.producer = producer
+        self.outbox = outbox
         self.changelog = changelog
         self.sent = 0
 
@@ -65,27 +68,29 @@ class RocksTable(DictTable):
     async def put(self, key: bytes, value: bytes, partition: int) -> None:
         self.db[key] = value
         self.sent += 1
-        await self.producer.send(self.changelog, value, key=key, partition=partition)
+        await self.outbox.send(self.changelog, key, value, partition)
 
     async def delete(self, key: bytes, partition: int) -> None:
         self.db.delete(key)
         self.sent += 1
-        await self.producer.send(self.changelog, None, key=key, partition=partition)
+        await self.outbox.send(self.changelog, key, None, partition)
 
 
-class ProducerSink(Sink):
-    """An output topic: each record sent at once (its delivery not awaited one by one)."""
+class OutboxSink(Sink):
+    """An output topic: each record into the outbox, as the worker sends it."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, outbox: Outbox, topic: str) -> None:
         super().__init__()
-        self.producer = producer
+        self.outbox = outbox
         self.topic = topic
 
     async def __call__(self, record: Record, partition: int | None) -> None:
         self.records.append((record, partition))  # as the list sink does: counted at the end
-        await self.producer.send(
-            self.topic, record.value, key=record.key, partition=partition, headers=record.headers
-        )
+        await self.outbox.send(self.topic, record.key, record.value, partition, record.headers)
+
+
+def _refused(reason: str, exc: BaseException) -> None:
+    raise RuntimeError(reason) from exc
 
 
 async def shell_on_kafka(bootstrap: str, topics: dict[Source, str], expect: int) -> dict[str, Any]:
@@ -108,17 +113,19 @@ async def shell_on_kafka(bootstrap: str, topics: dict[Source, str], expect: int)
     await producer.start()
     await consumer.start()
     work = tempfile.TemporaryDirectory(prefix="ceiling-")
+    deliveries: list[Any] = []
+    outbox = Outbox(lambda: producer, deliveries.append, _refused)
     tables: list[RocksTable] = []
 
     def table(name: str) -> DictTable:
-        made = RocksTable(Path(work.name) / name, producer, f"{prefix}.{name}-log")
+        made = RocksTable(Path(work.name) / name, outbox, f"{prefix}.{name}-log")
         tables.append(made)
         return made
 
     shell = make_shell(
         partitions=PARTITIONS,
         table=table,
-        sink=lambda name: ProducerSink(producer, f"{prefix}.{name}"),
+        sink=lambda name: OutboxSink(outbox, f"{prefix}.{name}"),
     )
     source_topic = {topic: source for source, topic in topics.items()}
     shell.router.sources = {topic: source_topic[topic] for topic in topics.values()}
@@ -140,7 +147,8 @@ async def shell_on_kafka(bootstrap: str, topics: dict[Source, str], expect: int)
                 await shell.feed(batch, drain=False)
                 seen += len(batch)
         await shell.drain()
-        await producer.flush()
+        await outbox.flush()
+        await asyncio.gather(*deliveries)  # every batch delivered: the CPU of sending is in
         assert started is not None and cpu_started is not None
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         return {
