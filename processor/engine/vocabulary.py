@@ -36,16 +36,53 @@ RECENT_TRIGGERS = 8
 def uuid5_text(namespace: uuid.UUID, name: str) -> str:
     """``str(uuid.uuid5(namespace, name))``, without building a ``UUID`` object.
 
-    Every stage change and trigger gets one (its id); the stdlib's ``uuid5`` and
-    ``UUID.__str__`` cost about 3 us of the shell's time per change, this about
-    one. The same SHA-1 and the same version and variant bits, so the same text
-    (a property test compares the two).
+    The same SHA-1 and the same version and variant bits, so the same text (a
+    property test compares the two). The ids of stage changes and triggers use
+    :func:`_uuid5_text` with their namespace hashed in once.
     """
-    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid5_text(hashlib.sha1(namespace.bytes), name)
+
+
+def _uuid5_text(namespace_sha1: hashlib._Hash, name: str) -> str:
+    """The UUIDv5 text of ``name`` from a SHA-1 that has hashed its namespace already.
+
+    Every stage change and trigger gets one (its id). Copying the seeded SHA-1
+    and formatting its hex digest takes 0.86 us for a stage change's 200-character
+    content; hashing ``namespace.bytes + name`` and setting the version and
+    variant bits in a ``bytearray`` took 1.45 us. The version nibble is always
+    ``5``; the variant sets the top two bits of the 17th hex digit to ``10``.
+    """
+    sha1 = namespace_sha1.copy()
+    sha1.update(name.encode())
+    h = sha1.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT_DIGIT = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"}
+"""A hex digit with its top two bits set to the RFC 4122 variant ``10``."""
+
+_JSON = msgspec.json.Encoder()
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, ``Z`` suffix, microseconds only when there are any: the wire's spelling.
+
+    The text of ``moment.astimezone(UTC).isoformat().replace("+00:00", "Z")``
+    (a property test compares them), written by msgspec in 0.13 us instead of
+    1.1 us; a stage change needs two, and its id the same two again. Moments
+    decoded from the inputs are already in UTC and skip ``astimezone``.
+    """
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return _JSON.encode(moment)[1:-1].decode()
+
+
+def _isoformat(rfc3339_text: str) -> str:
+    """``moment.astimezone(UTC).isoformat()`` from the moment's :func:`rfc3339` text.
+
+    The content ids of v2 hash this spelling (``+00:00``, not ``Z``) and must not move.
+    """
+    return rfc3339_text[:-1] + "+00:00"
 
 
 class Timer(msgspec.Struct, frozen=True, gc=False):
@@ -104,19 +141,27 @@ def trigger_id(fired: TriggerFired) -> str:
     the tick's random id, which a replay does not reproduce. Everything else is
     event time or derived from the input, so a replay gives the same content.
     """
+    return trigger_id_from(fired, rfc3339(fired.fired_at))
+
+
+def trigger_id_from(fired: TriggerFired, fired_at: str) -> str:
+    """:func:`trigger_id`, given the :func:`rfc3339` text of ``fired_at`` (the encoder has it)."""
     content = (
         fired.rule,
         fired.customer_id,
         fired.cycle,
         fired.occurrence,
         fired.stage,
-        fired.fired_at.astimezone(UTC).isoformat(),
+        _isoformat(fired_at),
         fired.reason,
         tuple(fired.evidence),
         fired.model_name,
         fired.model_version,
     )
-    return uuid5_text(TRIGGER_NAMESPACE, repr(content))
+    return _uuid5_text(_TRIGGER_SHA1, repr(content))
+
+
+_TRIGGER_SHA1 = hashlib.sha1(TRIGGER_NAMESPACE.bytes)
 
 
 class TriggerState(msgspec.Struct, frozen=True, gc=False):
@@ -226,14 +271,27 @@ def stage_change_id(change: StageChange) -> str:
     ``uuid5(customer, sequence)`` (v1) would then name two payloads.
     """
     previous = change.previous_stage_entered_at
+    return stage_change_id_from(
+        change, rfc3339(change.changed_at), None if previous is None else rfc3339(previous)
+    )
+
+
+def stage_change_id_from(
+    change: StageChange, changed_at: str, previous_stage_entered_at: str | None
+) -> str:
+    """:func:`stage_change_id`, given the :func:`rfc3339` texts of the change's two moments.
+
+    The stage-change document carries the same texts: computing them once for
+    both saves the encoder two of its four time formattings.
+    """
     content = (
         change.customer_id,
         change.cycle,
         change.sequence,
         change.from_stage,
         change.to_stage,
-        change.changed_at.astimezone(UTC).isoformat(),
-        None if previous is None else previous.astimezone(UTC).isoformat(),
+        _isoformat(changed_at),
+        None if previous_stage_entered_at is None else _isoformat(previous_stage_entered_at),
         change.evidence.event_id,
         change.evidence.topic,
         change.evidence.type,
@@ -241,7 +299,10 @@ def stage_change_id(change: StageChange) -> str:
         change.model_version,
         change.late,
     )
-    return uuid5_text(STAGE_CHANGE_NAMESPACE, repr(content))
+    return _uuid5_text(_STAGE_CHANGE_SHA1, repr(content))
+
+
+_STAGE_CHANGE_SHA1 = hashlib.sha1(STAGE_CHANGE_NAMESPACE.bytes)
 
 
 class SupportContact(msgspec.Struct, frozen=True, gc=False):
