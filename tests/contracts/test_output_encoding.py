@@ -28,11 +28,8 @@ from processor.contracts.outputs import (
 )
 from processor.engine import EventRef, StageChange
 from processor.engine.triggers import TriggerFired
-from processor.engine.vocabulary import (
-    STAGE_CHANGE_NAMESPACE,
-    TRIGGER_NAMESPACE,
-    MergedStageChange,
-)
+from processor.engine.vocabulary import STAGE_CHANGE_NAMESPACE, MergedStageChange
+from tests.engine.test_triggers import expected_id  # trigger.v2's id, spelled out
 
 # --- the reference: the encoding before it was made cheaper ---------------------------
 
@@ -59,22 +56,6 @@ def old_stage_change_id(change: StageChange) -> str:
         change.late,
     )
     return str(uuid.uuid5(STAGE_CHANGE_NAMESPACE, repr(content)))
-
-
-def old_trigger_id(fired: TriggerFired) -> str:
-    content = (
-        fired.rule,
-        fired.customer_id,
-        fired.cycle,
-        fired.occurrence,
-        fired.stage,
-        fired.fired_at.astimezone(UTC).isoformat(),
-        fired.reason,
-        tuple(fired.evidence),
-        fired.model_name,
-        fired.model_version,
-    )
-    return str(uuid.uuid5(TRIGGER_NAMESPACE, repr(content)))
 
 
 def old_headers(event_id: str, source: str, ce_type: str, time: str, subject: str) -> Any:
@@ -118,7 +99,7 @@ def old_encode_stage_change(change: StageChange, source: str) -> tuple[bytes, by
 
 def old_encode_trigger(trigger: TriggerFired, source: str) -> tuple[bytes, bytes, Any]:
     document = {
-        "id": old_trigger_id(trigger),
+        "id": expected_id(trigger),
         "trigger": trigger.rule,
         "customer_id": trigger.customer_id,
         "cycle": trigger.cycle,
@@ -219,4 +200,4 @@ def test_a_stage_change_encodes_byte_for_byte_as_before(change: StageChange, sou
 def test_a_trigger_encodes_byte_for_byte_as_before(trigger: TriggerFired, source: str) -> None:
     record = encode_trigger(trigger, source)
     assert (record.key, record.value, record.headers) == old_encode_trigger(trigger, source)
-    assert trigger.id == old_trigger_id(trigger)
+    assert trigger.id == expected_id(trigger)
