@@ -486,7 +486,8 @@ class _Archive:
 
     async def seal(self, sealed: ChunkSealed) -> None:
         key = chunk_key(sealed.customer_id, sealed.index)
-        await self.chunks.put(key, encode_chunk(sealed.event_ids), self.partition)
+        raw = encode_chunk(sealed.event_ids, sealed.customer_id)
+        await self.chunks.put(key, raw, self.partition)
         expired = chunk_key(sealed.customer_id, sealed.expired_index)
         if sealed.expired_index >= 0 and self.chunks.get(expired) is not None:
             await self.chunks.delete(expired, self.partition)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processor.contracts import state as codec
 from processor.contracts.state import (
     STATE_VERSION,
     V1_STATE_VERSION,
@@ -103,6 +104,59 @@ def test_v1_states_in_old_changelogs_decode_to_the_same_value(states):
         assert msgspec.json.encode(old) == msgspec.json.encode(state)
         assert decode_state(encode_state(old)) == state
         assert state_version(encode_state_v1(state)) == state_version(encode_state(state))
+
+
+def encode_uncached(state: CustomerState) -> bytes:
+    """The bytes of a write that finds nothing kept of an earlier one."""
+    codec._windows.clear()
+    return encode_state(state)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories())
+def test_the_kept_window_never_changes_the_bytes(states):
+    # encode_state converts only the ids a window gained since the customer's last write.
+    for state in states:
+        codec._windows.clear()
+        for earlier in states:  # last written: any state of the customer, older or newer
+            encode_state(earlier)
+            assert encode_state(state) == encode_uncached(state)
+
+
+@pytest.mark.parametrize(
+    "last, now",
+    [
+        (("a", "b"), ("a", "b", "c")),
+        (("a", "b", "c"), ("a", "b", "c")),
+        (("a", "b", "c"), ("a", "x", "c", "d")),
+        (("a", "b", "c"), ("a", "b")),
+        (("a", "b"), ()),
+        ((), ("a",)),
+        (("a", "b"), ("b", "a")),
+        (("a", "b"), ("a", "b", "a")),  # not distinct: numbered one by one
+    ],
+)
+def test_a_window_that_does_not_extend_the_last_one_is_converted_whole(last, now):
+    def state(window: tuple[str, ...]) -> CustomerState:
+        ids = tuple(str(uuid.UUID(int=ord(i), version=4)) if i < "x" else i for i in window)
+        return CustomerState("c", 1, "evaluation", T0, 1, None, T0, 1, recent_event_ids=ids)
+
+    encode_state(state(last))
+    assert encode_state(state(now)) == encode_uncached(state(now))
+    assert decode_state(encode_state(state(now))) == state(now)
+
+
+def _reference_pack(text: str) -> bytes | None:
+    try:
+        parsed = uuid.UUID(text)
+    except ValueError:
+        return None
+    return parsed.bytes if str(parsed) == text else None
+
+
+@given(st.one_of(ids, st.uuids().map(str), st.text(alphabet="0123456789abcdefABCDEF- \n{}")))
+def test_only_a_canonical_uuid_is_stored_as_16_bytes(text):
+    assert codec._pack_uuid(text) == _reference_pack(text)
 
 
 def test_state_round_trip_keeps_every_field():
@@ -272,6 +326,18 @@ def test_chunk_from_the_engine_round_trips():
     assert isinstance(decoded, frozenset)
     assert decoded == {f"id-{i}" for i in range(DEDUPE_CHUNK)}
     assert "id-0" in decoded and "id-32" not in decoded
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories(), st.booleans())
+def test_a_chunk_encodes_the_same_with_or_without_its_customer(states, written):
+    # A chunk seals the window of the customer's last write and the id that filled it.
+    for state in states:
+        if written:
+            encode_state(state)
+        chunk = (*state.recent_event_ids, str(uuid.UUID(int=len(state.recent_event_ids))))
+        assert encode_chunk(chunk, state.customer_id) == encode_chunk(chunk)
+        assert decode_chunk(encode_chunk(chunk, state.customer_id)) == frozenset(chunk)
 
 
 def test_chunk_key():
