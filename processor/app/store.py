@@ -22,7 +22,13 @@ from processor.contracts.identity import (
     encode_alias,
     encode_alias_list,
 )
-from processor.contracts.state import chunk_key, decode_chunk, decode_state, encode_state
+from processor.contracts.state import (
+    chunk_key,
+    decode_chunk,
+    decode_state,
+    encode_state,
+    forget_window,
+)
 from processor.engine import CustomerState
 from processor.engine.erasure import Forget
 
@@ -144,6 +150,7 @@ class CustomerStore:
             raise RuntimeError(f"the dedupe chunks of {customer_id!r} were not tombstoned")
         await self.states.delete(customer_id.encode(), partition)
         self.decoded.pop(customer_id, None)
+        forget_window(customer_id)  # the encoder's copy of its dedupe window, too
         if before is not None and self.on_state_deleted is not None:
             self.on_state_deleted(partition, before)
 

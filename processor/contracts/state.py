@@ -320,6 +320,11 @@ def _window_atoms(customer_id: str, ids: tuple[str, ...]) -> list[bytes | str]:
     return atoms
 
 
+def forget_window(customer_id: str) -> None:
+    """Drop what :func:`_window_atoms` keeps of a customer (its state was deleted: erasure)."""
+    _windows.pop(customer_id, None)
+
+
 class _Atoms:
     """Each distinct string and timestamp of one state, numbered in order of first use.
 

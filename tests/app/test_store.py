@@ -8,6 +8,7 @@ import pytest
 
 from processor.app import store as store_module
 from processor.app.store import CustomerStore
+from processor.contracts import state as state_codec
 from processor.contracts.state import chunk_key, encode_chunk, encode_state
 from processor.engine import ChunkSealed, CustomerState, Event, apply, load_model
 from processor.engine.erasure import ForgetRequest, forget
@@ -45,6 +46,7 @@ async def test_forget_leaves_no_key_of_the_customer_and_replays_cleanly() -> Non
     tombstones = {key for key, value, _ in states.writes + chunks.writes if value is None}
     assert tombstones == {b"alice", chunk_key("alice", 0), chunk_key("alice", 1)}
     assert deleted == [(3, "alice")]
+    assert "alice" not in state_codec._windows  # nor the encoder's copy of her window
 
     again = forget(store.get("alice"), request)  # a replayed request
     await store.delete(3, "alice", again, None)
